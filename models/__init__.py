@@ -1,0 +1,17 @@
+"""PyTorch networks of the served GAN systems and their inference pipelines.
+
+Nothing here knows about HTTP or databases; ``service`` builds on it.
+"""
+
+from models.errors import InvalidInput, NoFaceFound, TalkingFaceError, UnknownModel, WeightsMissing
+from models.types import TalkingFaceInput, Video
+
+__all__ = [
+    "InvalidInput",
+    "NoFaceFound",
+    "TalkingFaceError",
+    "TalkingFaceInput",
+    "UnknownModel",
+    "Video",
+    "WeightsMissing",
+]
