@@ -1,0 +1,474 @@
+"""Untrusted uploads in, MP4 out: image and audio decoding, and a streaming MP4 writer.
+
+Everything a user uploads goes through this module before a model sees it. The rules:
+
+- **Content decides, never the name.** Images are opened by Pillow restricted to JPEG,
+  PNG, WebP and BMP. Audio containers are recognised by their magic bytes and that
+  demuxer is forced on ffmpeg with ``-f``, so ffmpeg never guesses a format from a file
+  that might be a playlist (HLS, concat) pointing at other files or URLs.
+- **ffmpeg only reads local files and pipes.** Every decode passes
+  ``-protocol_whitelist file,pipe``, names its input ``file:<absolute path>`` (so a
+  name such as ``http:x`` is not a URL) and runs as an argument list, never a shell.
+- **Caps before work.** Image pixels are checked from the header before decoding (a
+  decompression bomb is refused without allocating it); audio is decoded for at most
+  ``max_seconds`` plus one second, so memory is bounded whatever was uploaded.
+- **One clear error.** Every bad input raises :class:`models.errors.InvalidInput` with a
+  one-line message that names the file; the service turns it into a 4xx answer.
+
+Output goes the other way: :class:`Mp4Writer` pipes raw RGB frames into ffmpeg chunk by
+chunk (H.264 yuv420p + AAC, ``+faststart``), so memory does not grow with clip length.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Mapping, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from models.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+Source = Union[str, os.PathLike, bytes]
+
+MAX_IMAGE_PIXELS = 50_000_000  # a 48 MP phone photo passes; ~150 MB once decoded to RGB
+MAX_AUDIO_SECONDS = 600.0
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+DECODE_TIMEOUT_S = 300  # a hostile file must not hold a worker forever
+SILENCE_PEAK = 1e-4  # below this peak amplitude (full scale = 1.0) a clip counts as silent
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary: the system's if on PATH, else the one imageio-ffmpeg ships."""
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    import imageio_ffmpeg  # imported late: only needed where ffmpeg is not installed
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _name(source: Source) -> str:
+    """How an error message refers to ``source``: its file name, or 'the upload'."""
+    return "the upload" if isinstance(source, bytes) else repr(os.path.basename(os.fspath(source)))
+
+
+def _read_head(source: Source, n: int) -> bytes:
+    """The first ``n`` bytes of a path or bytes; a missing file is a user error."""
+    if isinstance(source, bytes):
+        return source[:n]
+    try:
+        with open(source, "rb") as f:
+            return f.read(n)
+    except OSError as e:
+        raise InvalidInput(f"cannot read {_name(source)}: {e.strerror or e}") from None
+
+
+def _tail(f: IO[bytes], n: int = 2000) -> str:
+    """The last ``n`` bytes of a (stderr) file, for error messages."""
+    f.flush()
+    f.seek(0, os.SEEK_END)
+    f.seek(max(0, f.tell() - n))
+    return f.read().decode("utf-8", "replace").strip()
+
+
+# ---------------------------------------------------------------------------- images
+
+
+def read_image(source: Source, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an uploaded photo into an RGB array.
+
+    Args:
+        source (`str | os.PathLike | bytes`): a file path or the file's bytes.
+        max_pixels (`int`, defaults to `MAX_IMAGE_PIXELS`): largest width * height
+            accepted, checked from the header before the pixels are decoded.
+
+    Returns:
+        `np.ndarray`: uint8 (H, W, 3) RGB, upright (EXIF orientation applied);
+        transparent areas are composited onto white.
+
+    Raises:
+        InvalidInput: not a JPEG/PNG/WebP/BMP, truncated or corrupt, or too many pixels.
+    """
+    name = _name(source)
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        # `formats` stops Pillow from trying its other ~40 decoders on untrusted bytes.
+        with Image.open(fp, formats=IMAGE_FORMATS) as img:
+            if img.width * img.height > max_pixels:
+                raise InvalidInput(
+                    f"{name} is {img.width}x{img.height} pixels; "
+                    f"at most {max_pixels:,} pixels are accepted"
+                )
+            img.load()  # decode now, inside the try: truncated data fails here
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except InvalidInput:
+        raise
+    except FileNotFoundError:
+        raise InvalidInput(f"cannot read {name}: no such file") from None
+    except Image.DecompressionBombError:  # only reached when max_pixels exceeds Pillow's cap
+        raise InvalidInput(f"{name} has too many pixels") from None
+    except (OSError, SyntaxError, ValueError, EOFError):
+        # UnidentifiedImageError and "image file is truncated" are both OSErrors.
+        raise InvalidInput(f"{name} is not an image (JPEG, PNG, WebP or BMP expected)") from None
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> uint8 (H, W, 3)."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L"):
+        # 16-bit grayscale: Pillow's convert("RGB") clips instead of scaling.
+        gray = (np.asarray(img, dtype=np.float32) / 257.0).clip(0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+# ---------------------------------------------------------------------------- audio
+
+
+def sniff_container(head: bytes) -> str | None:
+    """The ffmpeg demuxer for a file's first bytes, or None if it is not a known container.
+
+    Audio files, and the video containers whose audio track is accepted too.
+    """
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML header: Matroska and WebM
+        return "matroska"
+    # ISO-BMFF (mp4, m4a, mov, 3gp): a box type at offset 4; old QuickTime files may
+    # open with a box other than ftyp.
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
+        return "mov"
+    if head[:3] == b"ID3":
+        return "mp3"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        # 11-bit frame sync; layer bits 00 mean ADTS AAC rather than MPEG audio.
+        return "aac" if head[1] & 0x06 == 0 else "mp3"
+    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:  # MPEG-TS packets
+        return "mpegts"
+    return None
+
+
+def read_audio(
+    source: Source, sample_rate: int = 16000, max_seconds: float = MAX_AUDIO_SECONDS
+) -> np.ndarray:
+    """Decode the first audio track of an uploaded file to mono float32.
+
+    Args:
+        source (`str | os.PathLike | bytes`): a file path or the file's bytes; audio
+            (WAV, MP3, AAC, Ogg, FLAC, AIFF) or a video container (MP4/MOV, MKV/WebM,
+            AVI, MPEG-TS) with an audio track.
+        sample_rate (`int`, defaults to 16000): output rate in Hz.
+        max_seconds (`float`, defaults to `MAX_AUDIO_SECONDS`): longest clip accepted.
+
+    Returns:
+        `np.ndarray`: float32 (N,) at `sample_rate`; stereo is averaged to mono.
+
+    Raises:
+        InvalidInput: unknown content, a decode failure, no audio track, or too long.
+    """
+    name = _name(source)
+    head = _read_head(source, 512)
+    if not head:
+        raise InvalidInput(f"{name} is not an audio file (it is empty)")
+    demuxer = sniff_container(head)
+    if demuxer is None:
+        raise InvalidInput(f"{name} is not an audio file (unknown format)")
+
+    with tempfile.TemporaryDirectory(prefix="media-") as tmp:
+        if isinstance(source, bytes):
+            # Bytes go through a file, not stdin: MP4s from phones keep their index (the
+            # moov box) at the end, and the mov demuxer must seek back to read samples.
+            path = os.path.join(tmp, "input")
+            with open(path, "wb") as f:
+                f.write(source)
+        else:
+            path = os.path.abspath(source)
+        cmd = [
+            ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+            "-protocol_whitelist", "file,pipe", "-f", demuxer, "-i", "file:" + path,
+            "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate),
+            # Mix channels with weights summing to 1 (stereo -> (L+R)/2, as librosa does);
+            # ffmpeg's default for float output is +3 dB louder.
+            "-rematrix_maxval", "1.0",
+            # One second past the cap is enough to tell "too long" without decoding it all.
+            "-t", f"{max_seconds + 1.0:.3f}", "-f", "f32le", "pipe:1",
+        ]  # fmt: skip
+        with open(os.path.join(tmp, "stderr"), "w+b") as err:
+            try:
+                done = subprocess.run(
+                    cmd, stdout=subprocess.PIPE, stderr=err, timeout=DECODE_TIMEOUT_S, check=False
+                )
+            except subprocess.TimeoutExpired:
+                raise InvalidInput(f"{name} could not be decoded in {DECODE_TIMEOUT_S} s") from None
+            if done.returncode != 0:
+                log = _tail(err)
+                logger.info("ffmpeg could not decode %s: %s", name, log)
+                if "matches no streams" in log:
+                    raise InvalidInput(f"{name} has no audio track")
+                raise InvalidInput(f"{name} is not an audio file (it could not be decoded)")
+
+    audio = np.frombuffer(done.stdout, dtype="<f4").astype(np.float32)
+    if len(audio) > round(max_seconds * sample_rate):
+        raise InvalidInput(f"{name} is longer than {max_seconds:g} s, the longest accepted")
+    return audio
+
+
+def check_speech(audio: np.ndarray, sample_rate: int, min_seconds: float = 0.3) -> None:
+    """Refuse audio that cannot drive a face: too short, or silent.
+
+    Args:
+        audio (`np.ndarray`): mono float samples in [-1, 1].
+        sample_rate (`int`): samples per second.
+        min_seconds (`float`, defaults to 0.3): shortest clip accepted.
+
+    Raises:
+        InvalidInput: the clip is shorter than `min_seconds` or its peak is below 1e-4.
+    """
+    seconds = len(audio) / sample_rate
+    if seconds < min_seconds:
+        raise InvalidInput(f"audio is {seconds:.2f} s long; at least {min_seconds:g} s is needed")
+    if float(np.max(np.abs(audio))) < SILENCE_PEAK:
+        raise InvalidInput("audio is silent; a voice clip is needed")
+
+
+# ---------------------------------------------------------------------------- MP4 output
+
+
+class Mp4Writer:
+    """Stream RGB frames into an H.264 + AAC MP4 without holding the clip in memory.
+
+    ffmpeg starts on the first chunk (its size fixes the frame size) and reads raw rgb24
+    frames from stdin; the audio is handed over as a temporary float32 file, so stdin
+    carries video only. The file appears at `path` only once it is complete: it is
+    written to ``<path>.part`` and renamed on success, removed on failure.
+
+    Args:
+        path (`str | os.PathLike`): where the MP4 goes.
+        fps (`float`, defaults to 25): frame rate.
+        audio (`np.ndarray`, *optional*): mono float32 soundtrack; None for video only.
+        sample_rate (`int`, defaults to 16000): rate of `audio`.
+        metadata (`Mapping[str, str]`, *optional*): container tags, e.g. ``{"comment": ...}``.
+        crf (`int`, defaults to 18): x264 quality (lower is better, 18 is near lossless).
+        preset (`str`, defaults to "fast"): x264 speed/size trade-off.
+
+    Example:
+        ```py
+        with Mp4Writer("out.mp4", fps=25, audio=wave, sample_rate=16000) as w:
+            for chunk in chunks:  # uint8 (n, H, W, 3)
+                w.write(chunk)
+        ```
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float = 25,
+        audio: np.ndarray | None = None,
+        sample_rate: int = 16000,
+        metadata: Mapping[str, str] | None = None,
+        crf: int = 18,
+        preset: str = "fast",
+    ):
+        for key in metadata or {}:
+            # ffmpeg splits "-metadata k=v" at the first "="; keep keys plain words.
+            if not key.replace("_", "").isalnum():
+                raise ValueError(f"metadata key {key!r} must be letters, digits or '_'")
+        self.path = Path(path)
+        self.fps = fps
+        self.audio = None if audio is None else np.asarray(audio, dtype=np.float32).reshape(-1)
+        self.sample_rate = sample_rate
+        self.metadata = dict(metadata or {})
+        self.crf = crf
+        self.preset = preset
+        self.frame_size: tuple[int, int] | None = None  # (H, W), fixed by the first chunk
+        self.frames_written = 0
+        self._part = self.path.with_name(self.path.name + ".part")
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._stderr: IO[bytes] | None = None
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append frames: uint8 (n, H, W, 3) RGB, or one (H, W, 3) frame.
+
+        Raises:
+            ValueError: wrong dtype or shape, or a size other than the first chunk's.
+            RuntimeError: ffmpeg failed (its stderr tail is in the message).
+        """
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(
+                f"frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}"
+            )
+        if self.frame_size is None:
+            self._start(frames.shape[1], frames.shape[2])
+        elif frames.shape[1:3] != self.frame_size:
+            raise ValueError(
+                f"frame size {frames.shape[1:3]} differs from the first chunk's {self.frame_size}"
+            )
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frames).tobytes())
+        except OSError:  # BrokenPipeError: ffmpeg has exited
+            log = self.abort()
+            raise RuntimeError(f"ffmpeg stopped while writing {self.path}: {log}") from None
+        self.frames_written += len(frames)
+
+    def close(self) -> None:
+        """Finish the file: flush ffmpeg, check it succeeded, move the file into place.
+
+        Raises:
+            ValueError: no frame was written.
+            RuntimeError: ffmpeg failed (its stderr tail is in the message).
+        """
+        if self._proc is None:
+            raise ValueError(f"no frames were written to {self.path}")
+        try:
+            self._proc.stdin.close()
+        except OSError:  # ffmpeg exited early; its exit code tells why
+            pass
+        code = self._proc.wait()
+        if code != 0:
+            log = self.abort()
+            raise RuntimeError(f"ffmpeg failed (exit {code}) writing {self.path}: {log}")
+        os.replace(self._part, self.path)
+        self._cleanup()
+        self._warn_on_duration_mismatch()
+
+    def abort(self) -> str:
+        """Stop ffmpeg and remove the partial file. Returns ffmpeg's stderr tail."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        log = self._cleanup()
+        self._part.unlink(missing_ok=True)
+        return log
+
+    # -- internals
+
+    def _start(self, height: int, width: int) -> None:
+        self.frame_size = (height, width)
+        self._tmp = tempfile.TemporaryDirectory(prefix="mp4writer-")
+        # stderr goes to a file: a pipe nobody reads can fill up and stall ffmpeg.
+        self._stderr = open(os.path.join(self._tmp.name, "stderr"), "w+b")
+        rate = Fraction(self.fps).limit_denominator(1001)  # 29.97 -> 30000/1001
+        cmd = [
+            ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+            "-framerate", str(rate), "-i", "pipe:0",
+        ]  # fmt: skip
+        if self.audio is not None:
+            audio_path = os.path.join(self._tmp.name, "audio.f32")
+            self.audio.astype("<f4").tofile(audio_path)
+            cmd += ["-f", "f32le", "-ar", str(self.sample_rate), "-ac", "1"]
+            cmd += ["-i", "file:" + audio_path, "-map", "0:v:0", "-map", "1:a:0"]
+            cmd += ["-c:a", "aac", "-b:a", "128k"]
+        if width % 2 or height % 2:
+            # yuv420p stores colour at half resolution, so both sides must be even.
+            cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
+        cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", self.preset]
+        cmd += ["-crf", str(self.crf)]
+        for key, value in self.metadata.items():
+            cmd += ["-metadata", f"{key}={value}"]
+        # No -shortest: it would cut the audio if the video ends a frame early.
+        cmd += ["-movflags", "+faststart", "-f", "mp4", "file:" + str(self._part.absolute())]
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr
+        )
+
+    def _cleanup(self) -> str:
+        """Close the pipes, delete the temporary files; returns ffmpeg's stderr tail."""
+        log = ""
+        if self._proc is not None and self._proc.stdin and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except OSError:  # the pipe may be broken already
+                pass
+        if self._stderr is not None and not self._stderr.closed:
+            log = _tail(self._stderr)
+            self._stderr.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        return log
+
+    def _warn_on_duration_mismatch(self) -> None:
+        if self.audio is None:
+            return
+        video_s = self.frames_written / self.fps
+        audio_s = len(self.audio) / self.sample_rate
+        if abs(video_s - audio_s) > 1.0 / self.fps:
+            logger.warning(
+                "%s: video is %.3f s but audio is %.3f s (more than one frame apart)",
+                self.path, video_s, audio_s,
+            )  # fmt: skip
+
+
+def write_mp4(
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    fps: float,
+    audio: np.ndarray | None,
+    sample_rate: int,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write an in-memory clip, uint8 (T, H, W, 3), as an MP4. See :class:`Mp4Writer`."""
+    with Mp4Writer(path, fps=fps, audio=audio, sample_rate=sample_rate, metadata=metadata) as w:
+        w.write(frames)
+
+
+# ---------------------------------------------------------------------------- probing
+
+
+def probe(path: str | os.PathLike) -> dict:
+    """ffprobe's JSON description of a media file (``streams`` and ``format``).
+
+    Raises:
+        RuntimeError: ffprobe is not installed, or it cannot read the file.
+    """
+    exe = shutil.which("ffprobe")
+    if exe is None:
+        raise RuntimeError("ffprobe is not installed; install ffmpeg (e.g. apt-get install ffmpeg)")
+    cmd = [exe, "-v", "error", "-print_format", "json", "-show_streams", "-show_format"]
+    done = subprocess.run(
+        cmd + ["file:" + os.path.abspath(path)], capture_output=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"ffprobe failed on {path}: {done.stderr.decode(errors='replace')}")
+    return json.loads(done.stdout)
