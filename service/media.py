@@ -433,7 +433,7 @@ class Mp4Writer:
             return
         video_s = self.frames_written / self.fps
         audio_s = len(self.audio) / self.sample_rate
-        if abs(video_s - audio_s) > 1.0 / self.fps:
+        if abs(video_s - audio_s) > 1.0 / self.fps + 1e-6:
             logger.warning(
                 "%s: video is %.3f s but audio is %.3f s (more than one frame apart)",
                 self.path, video_s, audio_s,

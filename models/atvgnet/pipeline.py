@@ -1,0 +1,216 @@
+"""ATVGnet inference: one face photo + speech -> 25-fps talking-face frames.
+
+The steps of the authors' demo (``code/demo.py``), in order:
+
+1. Face: dlib detection and 68 landmarks, the square crop (r = 0.64 h) resized to
+   163x163, a similarity warp of points 27-44 onto the template, the 128x128 crop.
+2. Example landmark: the authors' normalisation of the crop's landmarks, x5, projected
+   on the first 6 PCA components and back (AT-net gets the 6 coefficients, VG-net the
+   reconstruction).
+3. Audio: 16-kHz MFCC with 1920 samples of silence at each end, one 28x12 window per
+   video frame.
+4. AT-net predicts 6 PCA coefficients per frame; components 1-5 are scaled by
+   2 * (1.1, 1.2, 1.3, 1.4, 1.5) as the demo does, then mapped back to 136 coordinates.
+5. VG-net draws each frame; outputs in [-1, 1] become ``(x + 1) / 2 * 255``. (The
+   demo's per-frame min-max stretch brightens faces, ATVGnet issue 35, and is not used.)
+
+Differences from the demo, none of which changes what the networks see:
+the work runs in chunks of ``chunk_frames`` frames so memory does not grow with the
+clip (AT-net's LSTM state is carried between chunks; VG-net treats frames
+independently at batch 1, see ``networks.py``); a face whose crop leaves the photo is
+zero-padded instead of failing; the largest face is used, not the first found; the
+example landmark is taken from the photo's landmarks mapped into the crop instead of
+a second detection in the crop, which cannot change it (see below).
+
+For a single reference image the authors' normalisation returns the same landmark
+whatever the face (``norm_landmarks`` subtracts the image's own shape parameters from
+themselves). The released weights were trained and run that way, so it is kept.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from models import weights as weights_lib
+from models.atvgnet import features, preprocess
+from models.atvgnet.networks import ATNet, VGNet
+from models.errors import InvalidInput
+from models.perception import face as face_lib
+from models.perception.audio import resample
+from models.types import TalkingFaceInput, Video
+
+# The demo's exaggeration of PCA components 1-5 of AT-net's output.
+COMPONENT_SCALE = 2 * torch.tensor([1.1, 1.2, 1.3, 1.4, 1.5])
+MIN_AUDIO_SECONDS = 0.3
+
+
+def pick_device(device="auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput("device 'cuda' was asked for but no CUDA device is available")
+    return device
+
+
+@dataclass
+class Reference:
+    """Everything the pipeline derives from the photo, once per clip."""
+
+    photo: np.ndarray          # the input RGB photo
+    face: np.ndarray           # aligned 128x128 RGB crop
+    image: torch.Tensor        # the crop as VG-net input, (1, 3, 128, 128) in [-1, 1]
+    pca_coefficients: torch.Tensor   # (1, 6): AT-net's example landmark
+    landmark: torch.Tensor     # (1, 136): VG-net's example landmark
+    n_faces: int
+    paste_back: object         # callable (n,128,128,3) -> (n,H,W,3)
+
+
+class ATVGnetPipeline:
+    """AT-net -> VG-net cascade. Build with ``from_pretrained`` or ``models.registry.load``.
+
+    Args:
+        atnet, vgnet: networks with weights loaded.
+        pca_basis: (136, 6) first PCA components of the normalised landmarks (x5 space).
+        pca_mean: (136,) PCA mean.
+        shape_arrays: ``mean_shape_img``, ``mean_shape_norm``, ``S``, ``base_68`` and
+            optionally ``base_68_close`` (the authors' ``basics/`` arrays).
+        device: torch device.
+        chunk_frames: frames generated per step; bounds memory.
+        half: run the networks under fp16 autocast (CUDA only).
+        info: what to report about the weights used.
+    """
+
+    fps = features.FPS
+    sample_rate = features.SAMPLE_RATE
+
+    def __init__(self, atnet, vgnet, pca_basis, pca_mean, shape_arrays, device="cpu",
+                 chunk_frames=32, half=False, info=None):
+        self.device = pick_device(device)
+        self.atnet = atnet.to(self.device).eval()
+        self.vgnet = vgnet.to(self.device).eval()
+        self.pca = torch.as_tensor(np.asarray(pca_basis, dtype=np.float32), device=self.device)
+        self.mean = torch.as_tensor(np.asarray(pca_mean, dtype=np.float32).reshape(-1), device=self.device)
+        self.shape_arrays = shape_arrays
+        self.chunk_frames = chunk_frames
+        self.half = half and self.device.type == "cuda"
+        self.info = dict(info or {}, model="atvgnet", device=str(self.device))
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, directory, device="auto", verify=True, **options):
+        """Load the authors' files, under their released names, from ``directory``."""
+        paths = weights_lib.require_all(_files(), directory, verify)
+        atnet = weights_lib.load_weights(ATNet(), paths["atnet_lstm_18.pth"], "atnet_lstm_18.pth")
+        vgnet = weights_lib.load_weights(VGNet(), paths["generator_23.pth"], "generator_23.pth")
+        return cls.with_networks(atnet, vgnet, directory, device=device, verify=verify,
+                                 info={"weights": "authors (LRW)", "weights_dir": str(directory)}, **options)
+
+    @classmethod
+    def with_networks(cls, atnet, vgnet, directory, device="auto", verify=True, info=None, **options):
+        """A pipeline around given networks, with the authors' arrays from ``directory``.
+
+        For training runs and benchmarks with random-initialised or reduced-width networks.
+        """
+        arrays_needed = [f for f in _files() if f.name.endswith(".npy")]
+        paths = weights_lib.require_all(arrays_needed, directory, verify)
+        arrays = {name[:-4]: np.load(path, allow_pickle=False) for name, path in paths.items() if path}
+        shape_arrays = {k: arrays[k] for k in ("mean_shape_img", "mean_shape_norm", "S", "base_68")}
+        shape_arrays["base_68_close"] = arrays.get("base_68_close")
+        info = info or {"weights": "given networks", "weights_dir": str(directory)}
+        return cls(atnet, vgnet, arrays["U_lrw1"][:, :6], arrays["mean_lrw1"], shape_arrays,
+                   device=device, info=info, **options)
+
+    # -- steps ------------------------------------------------------------------------
+    def prepare_reference(self, image, face_index=0) -> Reference:
+        """Steps 1-2: detect, crop and align the face; the example landmark."""
+        image = np.ascontiguousarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise InvalidInput("the image must be RGB uint8 of shape (H, W, 3)")
+        box, landmarks, n_faces = face_lib.find_face(image, face_index)
+        roi, landmarks163, crop = preprocess.crop_face(image, box, landmarks)
+        arrays = self.shape_arrays
+        template = preprocess.choose_template(landmarks163, arrays["base_68"], arrays.get("base_68_close"))
+        face, transform, landmarks128 = preprocess.align_face(roi, landmarks163, template)
+        normalised, _ = preprocess.norm_landmarks(
+            landmarks128, arrays["mean_shape_img"], arrays["mean_shape_norm"], arrays["S"])
+
+        example = torch.as_tensor(normalised.reshape(1, 136), dtype=torch.float32, device=self.device)
+        coefficients = (example * 5.0 - self.mean) @ self.pca
+        image_tensor = torch.as_tensor(face, device=self.device).permute(2, 0, 1)[None].float() / 127.5 - 1
+        return Reference(
+            photo=image, face=face, image=image_tensor, pca_coefficients=coefficients,
+            landmark=coefficients @ self.pca.T + self.mean, n_faces=n_faces,
+            paste_back=preprocess.PasteBack(image, crop, transform))
+
+    def prepare_audio(self, audio, sample_rate):
+        """Mono float32 at 16 kHz, checked for length."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise InvalidInput("the audio must be mono (one channel)")
+        if sample_rate <= 0:
+            raise InvalidInput("the sample rate must be positive")
+        audio = resample(audio, sample_rate, self.sample_rate)
+        if features.num_frames(len(audio)) == 0 or len(audio) < MIN_AUDIO_SECONDS * self.sample_rate:
+            raise InvalidInput(f"audio is {len(audio) / self.sample_rate:.2f} s long; "
+                               f"at least {MIN_AUDIO_SECONDS} s is needed")
+        return audio
+
+    @torch.inference_mode()
+    def _generate(self, reference, windows, state):
+        """Steps 4-5 for one chunk of MFCC windows -> (frames in [-1, 1], LSTM state)."""
+        windows = torch.as_tensor(windows, device=self.device)[None]
+        with torch.autocast(self.device.type, enabled=self.half):
+            coefficients, state = self.atnet.step(reference.pca_coefficients, windows, state)
+            coefficients = coefficients[0].float()
+            coefficients[:, 1:6] *= COMPONENT_SCALE.to(self.device)
+            landmarks = coefficients @ self.pca.T + self.mean
+            frames = self.vgnet(reference.image, landmarks[None], reference.landmark)[0][0]
+        return frames.float(), state
+
+    # -- public -----------------------------------------------------------------------
+    def frame_chunks(self, inputs: TalkingFaceInput, paste_back=False, progress=None, reference=None):
+        """Yield uint8 RGB frame chunks (n, H, W, 3) in order; memory bounded per chunk.
+
+        ``progress(done, total)`` is called after every chunk; raising from it (for
+        instance to cancel a job) stops the generation at that chunk boundary.
+        ``reference`` is ``prepare_reference``'s result when the caller already has it.
+        """
+        audio = self.prepare_audio(inputs.audio, inputs.sample_rate)
+        if reference is None:
+            reference = self.prepare_reference(inputs.image, inputs.face_index)
+        total = features.num_frames(len(audio))
+        state = None
+        for start, windows in features.iter_mfcc_windows(audio, self.chunk_frames):
+            frames, state = self._generate(reference, windows, state)
+            frames = ((frames + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8)
+            frames = frames.permute(0, 2, 3, 1).cpu().numpy()
+            yield reference.paste_back(frames) if paste_back else frames
+            if progress is not None:
+                progress(start + len(frames), total)
+
+    def __call__(self, inputs: TalkingFaceInput, paste_back=False, progress=None, show_progress=False) -> Video:
+        """Generate the whole clip in memory. For long clips prefer ``frame_chunks``."""
+        bar = None
+        if show_progress:
+            bar = tqdm(unit="frame", desc="atvgnet")
+
+            def progress(done, total, user=progress):
+                bar.total = total
+                bar.update(done - bar.n)
+                if user is not None:
+                    user(done, total)
+        try:
+            chunks = list(self.frame_chunks(inputs, paste_back=paste_back, progress=progress))
+        finally:
+            if bar is not None:
+                bar.close()
+        return Video(frames=np.concatenate(chunks), fps=self.fps, audio=np.asarray(inputs.audio, np.float32),
+                     sample_rate=inputs.sample_rate, info=dict(self.info))
+
+
+def _files():
+    from models.registry import spec
+    return spec("atvgnet").files

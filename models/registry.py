@@ -1,0 +1,113 @@
+"""Model name -> what it is, what it needs, and how to build it.
+
+    pipe = registry.load("atvgnet")                       # pipeline, weights from ./weights
+    net = registry.load_network("atvgnet", "vgnet", "generator_23.pth")
+"""
+
+import importlib
+from dataclasses import dataclass, field
+
+from models import weights as weights_lib
+from models.errors import UnknownModel
+from models.weights import WeightFile
+
+ATVGNET_SOURCE = ("the authors' Google Drive folder linked from the README of "
+                  "github.com/lelechen63/ATVGnet (section Running)")
+ATVGNET_BASICS = "the basics/ folder of github.com/lelechen63/ATVGnet"
+ATVGNET_LICENCE = "no licence stated by the authors; research use"
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    cls: str            # "module:Class"
+    checkpoint: str | None = None   # released file name, None when none is published
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str
+    paper: str
+    pipeline: str                     # "module:Class" with a from_pretrained(directory, device)
+    networks: dict = field(default_factory=dict)
+    files: tuple = ()
+
+
+REGISTRY = {
+    "atvgnet": ModelSpec(
+        name="atvgnet",
+        task="talking-face",
+        paper="Chen et al., Hierarchical Cross-Modal Talking Face Generation with Dynamic "
+              "Pixel-Wise Loss, CVPR 2019",
+        pipeline="models.atvgnet.pipeline:ATVGnetPipeline",
+        networks={
+            "atnet": NetworkSpec("models.atvgnet.networks:ATNet", "atnet_lstm_18.pth"),
+            "vgnet": NetworkSpec("models.atvgnet.networks:VGNet", "generator_23.pth"),
+            "discriminator": NetworkSpec("models.atvgnet.networks:GLDiscriminator"),
+        },
+        files=(
+            WeightFile("atnet_lstm_18.pth", "AT-net checkpoint (LSTM, LRW)", ATVGNET_SOURCE,
+                       licence=ATVGNET_LICENCE),
+            WeightFile("generator_23.pth", "VG-net checkpoint (LRW)", ATVGNET_SOURCE,
+                       licence=ATVGNET_LICENCE),
+            WeightFile("U_lrw1.npy", "landmark PCA basis (LRW)", ATVGNET_BASICS,
+                       "bad092cf68bfde439aca0ded470ec7f7571e41ac782eea16646d13ef875b5c7f", ATVGNET_LICENCE),
+            WeightFile("mean_lrw1.npy", "landmark PCA mean (LRW)", ATVGNET_BASICS,
+                       "58111c6df75c2145e36fa329724c8eee8f78fcb8a1c7ceae26f5dd2e99733ccb", ATVGNET_LICENCE),
+            WeightFile("S.npy", "shape basis of the landmark normalisation", ATVGNET_BASICS,
+                       "2695fd14fcb9bc6960eeca020b1ae1cfd62e7a32e2f643510b4756fc5975ef12", ATVGNET_LICENCE),
+            WeightFile("mean_shape_img.npy", "Procrustes template", ATVGNET_BASICS,
+                       "57a165b63c90db0b531a3759413cf23655a4457b18b406c6cf7ce448f41e5102", ATVGNET_LICENCE),
+            WeightFile("mean_shape_norm.npy", "normalised mean shape", ATVGNET_BASICS,
+                       "d27792388317f9de88e55f8f5c6375a809b23e7c1d13e112d1e99a017de7039c", ATVGNET_LICENCE),
+            WeightFile("base_68.npy", "face-crop template (eyes open)", ATVGNET_BASICS,
+                       "27cb7ce63fec6bc3c2a9723f4c184d004bddea1e6d683462ca01f687297167bc", ATVGNET_LICENCE),
+            WeightFile("base_68_close.npy", "face-crop template (eyes closed)", ATVGNET_BASICS,
+                       licence=ATVGNET_LICENCE, optional=True),
+        ),
+    ),
+}
+
+
+def _import(path):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def spec(system) -> ModelSpec:
+    try:
+        return REGISTRY[system]
+    except KeyError:
+        raise UnknownModel(f"unknown model {system!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def load_network(system, network, checkpoint, **config):
+    """One network of ``system`` in eval mode, with the authors' forward signature.
+
+    ``checkpoint`` is a path or a state dict in the authors' file format (``module.``
+    prefixes allowed), or None for freshly initialised weights. ``config`` goes to the
+    constructor (e.g. ``ngf`` of VG-net).
+    """
+    model = spec(system)
+    if network not in model.networks:
+        raise UnknownModel(f"{system} has no network {network!r}; it has {', '.join(model.networks)}")
+    net = _import(model.networks[network].cls)(**config)
+    if checkpoint is not None:
+        weights_lib.load_weights(net, checkpoint, name=str(checkpoint) if not isinstance(checkpoint, dict)
+                                 else f"{network} state dict")
+    return net.eval()
+
+
+def load(system, weights=None, device="auto", **options):
+    """The inference pipeline of ``system`` with its weights from the folder ``weights``.
+
+    ``weights`` None means ``$TALKINGFACE_WEIGHTS_DIR``, else ``./weights``.
+    """
+    model = spec(system)
+    return _import(model.pipeline).from_pretrained(weights_lib.weights_dir(weights), device=device, **options)
+
+
+def file_status(system, weights=None):
+    """[(WeightFile, path or None)] for every file ``system`` needs, in the weights folder."""
+    directory = weights_lib.weights_dir(weights)
+    return [(f, weights_lib.locate(f, directory)) for f in spec(system).files]

@@ -1,0 +1,123 @@
+"""Find, verify and load checkpoint files. Nothing here downloads anything.
+
+The authors' checkpoints are plain PyTorch files (often the legacy, pre-1.6 format,
+sometimes pickled by Python 2) read with ``torch.load(weights_only=True)``: tensors and
+containers only, never arbitrary objects. The project's own weights are safetensors.
+"""
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.errors import TalkingFaceError, WeightsMissing
+
+
+class WeightsInvalid(TalkingFaceError):
+    """A checkpoint file exists but is not what the network expects."""
+
+    code = "weights_invalid"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One file a model needs, as listed in weights/README.md."""
+
+    name: str
+    role: str
+    source: str
+    sha256: str | None = None
+    licence: str = ""
+    optional: bool = False
+
+
+def weights_dir(directory=None) -> Path:
+    """The weights folder: ``directory``, else ``$TALKINGFACE_WEIGHTS_DIR``, else ``./weights``."""
+    if directory is not None:
+        return Path(directory)
+    return Path(os.environ.get("TALKINGFACE_WEIGHTS_DIR") or "weights")
+
+
+def sha256sum(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def locate(file: WeightFile, directory) -> Path | None:
+    """The path of ``file`` in ``directory``, or None when it is not there."""
+    path = Path(directory) / file.name
+    return path if path.is_file() else None
+
+
+def require(file: WeightFile, directory, verify=True) -> Path:
+    """The path of ``file``; WeightsMissing (saying where it comes from) when absent.
+
+    With ``verify`` and a known checksum, a file whose sha256 differs is refused.
+    """
+    path = locate(file, directory)
+    if path is None:
+        raise WeightsMissing(
+            f"missing weights file {file.name} ({file.role}) in {Path(directory).resolve()}: "
+            f"get it from {file.source} (see weights/README.md)")
+    if verify and file.sha256 and sha256sum(path) != file.sha256:
+        raise WeightsInvalid(f"{path} does not have the published sha256 {file.sha256}; "
+                             "the file is damaged or a different release")
+    return path
+
+
+def require_all(files, directory, verify=True) -> dict:
+    """{name: path} for every file; one WeightsMissing naming all absent required files.
+
+    Optional files that are absent map to None.
+    """
+    missing = [f for f in files if not f.optional and locate(f, directory) is None]
+    if missing:
+        lines = "; ".join(f"{f.name} ({f.role}) from {f.source}" for f in missing)
+        raise WeightsMissing(f"missing weights in {Path(directory).resolve()}: {lines}. "
+                             "Put the files there under these names (see weights/README.md), "
+                             "or pass --weights DIR")
+    return {f.name: (require(f, directory, verify) if locate(f, directory) else None) for f in files}
+
+
+def strip_module_prefix(state_dict):
+    """Remove the ``module.`` prefix ``nn.DataParallel`` puts on every key."""
+    prefix = "module."
+    if all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def read_state_dict(checkpoint):
+    """A state dict from a path (.pth/.pt legacy or zip, .safetensors) or a dict, prefix removed."""
+    if isinstance(checkpoint, dict):
+        return strip_module_prefix(checkpoint)
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise WeightsMissing(f"checkpoint {path} not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state_dict = load_file(str(path))
+        else:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable or unsafe file is the user's to fix
+        raise WeightsInvalid(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(state_dict, dict):
+        raise WeightsInvalid(f"{path} holds a {type(state_dict).__name__}, not a state dict")
+    return strip_module_prefix(state_dict)
+
+
+def load_weights(network, checkpoint, name="checkpoint"):
+    """Load ``checkpoint`` into ``network`` strictly; clear error on any key or shape mismatch."""
+    state_dict = read_state_dict(checkpoint)
+    try:
+        network.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        first_lines = "; ".join(str(exc).splitlines()[:3])
+        raise WeightsInvalid(f"{name} does not fit {type(network).__name__}: {first_lines}") from exc
+    return network

@@ -1,0 +1,120 @@
+"""The ``talkingface`` command.
+
+    talkingface generate --model atvgnet --image face.jpg --audio speech.wav -o out.mp4
+    talkingface models
+    talkingface bench atvgnet
+
+Problems a user can fix (no face, not an image, missing weights, ...) print one line
+``error: ...`` and exit with status 2; nothing else is caught.
+"""
+
+import argparse
+import json
+import sys
+
+from models.errors import TalkingFaceError
+
+# The command line streams its output, so it takes far longer clips than the service.
+CLI_MAX_AUDIO_SECONDS = 4 * 3600
+
+
+def cmd_generate(args):
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from models import TalkingFaceInput, registry
+    from service import media
+
+    image = media.read_image(args.image)
+    audio = media.read_audio(args.audio, sample_rate=16000, max_seconds=CLI_MAX_AUDIO_SECONDS)
+    media.check_speech(audio, 16000)
+    pipe = registry.load(args.model, weights=args.weights, device=args.device, half=args.fp16)
+    inputs = TalkingFaceInput(image=image, audio=audio, sample_rate=16000, face_index=args.face_index)
+    reference = pipe.prepare_reference(image, args.face_index)
+    if reference.n_faces > 1:
+        which = "the largest" if args.face_index == 0 else f"face {args.face_index} (by size)"
+        print(f"note: {reference.n_faces} faces found in {args.image}; using {which} "
+              "(--face-index picks another)", file=sys.stderr)
+
+    metadata = {"comment": f"talkingface {args.model}; weights: {pipe.info.get('weights')}"}
+    bar = tqdm(unit="frame", desc=args.model, disable=args.quiet)
+
+    def progress(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    with media.Mp4Writer(args.output, fps=pipe.fps, audio=audio, sample_rate=16000, metadata=metadata) as writer:
+        for chunk in pipe.frame_chunks(inputs, paste_back=args.paste_back, progress=progress,
+                                       reference=reference):
+            writer.write(np.ascontiguousarray(chunk))
+    bar.close()
+    print(f"wrote {args.output} ({writer.frames_written} frames, {writer.frames_written / pipe.fps:.2f} s, "
+          f"weights: {pipe.info.get('weights')}, device: {pipe.info.get('device')})")
+
+
+def cmd_models(args):
+    from models import registry
+
+    for name, model in registry.REGISTRY.items():
+        print(f"{name}  [{model.task}]  {model.paper}")
+        for file, path in registry.file_status(name, args.weights):
+            state = "found  " if path else ("absent " if file.optional else "MISSING")
+            print(f"  {state} {file.name:<22} {file.role}")
+            if not path:
+                print(f"          from {file.source}")
+
+
+def cmd_bench(args):
+    from service import bench
+
+    result = bench.run(args)
+    print(json.dumps(result, indent=2))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="talkingface", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="make a talking-face MP4 from a photo and a voice clip")
+    gen.add_argument("--model", default="atvgnet")
+    gen.add_argument("--image", required=True, help="face photo (JPEG, PNG, WebP, BMP)")
+    gen.add_argument("--audio", required=True, help="voice clip (WAV, MP3, AAC, FLAC, OGG, or a video's sound)")
+    gen.add_argument("-o", "--output", required=True, help="MP4 file to write")
+    gen.add_argument("--weights", help="weights folder (default $TALKINGFACE_WEIGHTS_DIR or ./weights)")
+    gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    gen.add_argument("--paste-back", action="store_true", help="put the face back into the full photo")
+    gen.add_argument("--face-index", type=int, default=0, help="which face, 0 = largest")
+    gen.add_argument("--fp16", action="store_true", help="half-precision autocast on CUDA")
+    gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=cmd_generate)
+
+    mod = sub.add_parser("models", help="list models and whether their weight files are found")
+    mod.add_argument("--weights", help="weights folder (default $TALKINGFACE_WEIGHTS_DIR or ./weights)")
+    mod.set_defaults(func=cmd_models)
+
+    ben = sub.add_parser("bench", help="measure speed and memory; prints JSON")
+    ben.add_argument("model", choices=["atvgnet"])
+    ben.add_argument("--weights", help="weights folder (its arrays are used even with --random-weights)")
+    ben.add_argument("--random-weights", action="store_true",
+                     help="random-initialised networks (speed does not depend on the weights)")
+    ben.add_argument("--device", default="auto")
+    ben.add_argument("--seconds", type=float, default=10.0, help="clip length for the end-to-end run")
+    ben.add_argument("--repeats", type=int, default=3)
+    ben.add_argument("--memory", nargs="*", type=float, metavar="SECONDS",
+                     help="instead: peak RSS of end-to-end runs on clips of these lengths (default 10 600)")
+    ben.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except TalkingFaceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The ``talkingface`` command: a playable MP4, and one clear line for each bad input."""
+
+import json
+import wave
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service import media
+from service.cli import main
+from tests.conftest import EXAMPLES
+
+
+def write_wav(path, audio, sample_rate=16000):
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """Two seconds of the example sentence, 16 kHz."""
+    audio = media.read_audio(EXAMPLES / "speech.wav", sample_rate=16000)[:32000]
+    return write_wav(tmp_path_factory.mktemp("audio") / "clip.wav", audio)
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_writes_h264_aac_mp4_of_the_audio_duration(seeded_weights_dir, clip, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    code, stdout, err = run(capsys, "generate", "--model", "atvgnet", "--image", EXAMPLES / "face.jpg",
+                            "--audio", clip, "-o", out, "--weights", seeded_weights_dir, "--device", "cpu")
+    assert code == 0, err
+    assert "wrote" in stdout
+    info = media.probe(out)
+    streams = {s["codec_type"]: s for s in info["streams"]}
+    assert len(info["streams"]) == 2
+    assert streams["video"]["codec_name"] == "h264" and streams["audio"]["codec_name"] == "aac"
+    assert (streams["video"]["width"], streams["video"]["height"]) == (128, 128)
+    assert streams["video"]["r_frame_rate"] == "25/1"
+    video_seconds = float(streams["video"]["duration"])
+    assert abs(video_seconds - 2.0) <= 1 / 25 + 1e-6
+    assert abs(float(info["format"]["duration"]) - 2.0) <= 1 / 25 + 0.03   # AAC frame padding
+
+
+def test_paste_back_keeps_the_photo_size(seeded_weights_dir, clip, tmp_path, capsys):
+    out = tmp_path / "full.mp4"
+    code, _, err = run(capsys, "generate", "--image", EXAMPLES / "face.jpg", "--audio", clip, "-o", out,
+                       "--weights", seeded_weights_dir, "--paste-back", "-q")
+    assert code == 0, err
+    video = [s for s in media.probe(out)["streams"] if s["codec_type"] == "video"][0]
+    assert (video["width"], video["height"]) == (512, 600)
+
+
+def test_several_faces_use_the_largest_and_say_so(seeded_weights_dir, tmp_path, capsys):
+    photo = media.read_image(EXAMPLES / "face.jpg")
+    small = np.asarray(Image.fromarray(photo).resize((384, 450)))
+    canvas = np.zeros((600, 512 + 384, 3), np.uint8)
+    canvas[:, :512], canvas[:450, 512:] = photo, small
+    Image.fromarray(canvas).save(tmp_path / "two.png")
+    audio = write_wav(tmp_path / "a.wav", 0.2 * np.sin(np.arange(8000) * 0.05))
+    code, _, err = run(capsys, "generate", "--image", tmp_path / "two.png", "--audio", audio,
+                       "-o", tmp_path / "o.mp4", "--weights", seeded_weights_dir, "-q")
+    assert code == 0, err
+    assert "2 faces found" in err and "largest" in err and "--face-index" in err
+    code, _, err = run(capsys, "generate", "--image", tmp_path / "two.png", "--audio", audio,
+                       "-o", tmp_path / "o2.mp4", "--weights", seeded_weights_dir, "--face-index", "5")
+    assert code == 2 and "error:" in err and "2 face" in err
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(grey)
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image at all")
+    silent = write_wav(tmp_path / "silent.wav", np.zeros(16000))
+    short = write_wav(tmp_path / "short.wav", 0.3 * np.sin(np.arange(3200) * 0.05))
+    speech = write_wav(tmp_path / "speech.wav", 0.3 * np.sin(np.arange(16000) * 0.05))
+    return {"grey": grey, "text": text, "silent": silent, "short": short, "speech": speech,
+            "face": EXAMPLES / "face.jpg"}
+
+
+@pytest.mark.parametrize("image, audio, message", [
+    ("grey", "speech", "no face found"),
+    ("text", "speech", "not an image"),
+    ("face", "face", "not an audio"),
+    ("face", "silent", "silent"),
+    ("face", "short", "at least 0.3 s"),
+])
+def test_bad_inputs_give_one_line_and_exit_2(image, audio, message, inputs, seeded_weights_dir, tmp_path, capsys):
+    out = tmp_path / "never.mp4"
+    code, stdout, err = run(capsys, "generate", "--image", inputs[image], "--audio", inputs[audio],
+                            "-o", out, "--weights", seeded_weights_dir)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_missing_weights_say_which_file_and_where(inputs, tmp_path, capsys):
+    code, _, err = run(capsys, "generate", "--image", inputs["face"], "--audio", inputs["speech"],
+                       "-o", tmp_path / "o.mp4", "--weights", tmp_path)
+    assert code == 2
+    assert "atnet_lstm_18.pth" in err and "generator_23.pth" in err and "weights/README.md" in err
+
+
+def test_unknown_model(inputs, tmp_path, capsys):
+    code, _, err = run(capsys, "generate", "--model", "nope", "--image", inputs["face"],
+                       "--audio", inputs["speech"], "-o", tmp_path / "o.mp4")
+    assert code == 2 and "unknown model 'nope'" in err
+
+
+def test_models_lists_found_and_missing_files(seeded_weights_dir, tmp_path, capsys):
+    code, out, _ = run(capsys, "models", "--weights", seeded_weights_dir)
+    assert code == 0
+    assert "atvgnet" in out and "found   atnet_lstm_18.pth" in out and "MISSING" not in out
+    code, out, _ = run(capsys, "models", "--weights", tmp_path)
+    assert "MISSING generator_23.pth" in out and "lelechen63/ATVGnet" in out
+
+
+def test_bench_prints_json(reference_dir, capsys):
+    code, out, _ = run(capsys, "bench", "atvgnet", "--weights", reference_dir, "--random-weights",
+                       "--device", "cpu", "--seconds", "1", "--repeats", "1")
+    assert code == 0
+    result = json.loads(out)
+    for key in ("atnet_fps_batch1", "atnet_fps_batch16", "vgnet_fps_batch1", "vgnet_fps_batch16",
+                "real_time_factor", "peak_rss_mib", "threads", "device"):
+        assert key in result
+    assert result["frames"] == 24 and result["weights"] == "random" and result["vgnet_fps_batch16"] > 0
