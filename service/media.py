@@ -8,7 +8,8 @@ Everything a user uploads goes through this module before a model sees it. The r
   that might be a playlist (HLS, concat) pointing at other files or URLs.
 - **ffmpeg only reads local files and pipes.** Every decode passes
   ``-protocol_whitelist file,pipe``, names its input ``file:<absolute path>`` (so a
-  name such as ``http:x`` is not a URL) and runs as an argument list, never a shell.
+  name such as ``http:x`` is not a URL) and runs as an argument list built by
+  ffmpeg-python, never a shell.
 - **Caps before work.** Image pixels are checked from the header before decoding (a
   decompression bomb is refused without allocating it); audio is decoded for at most
   ``max_seconds`` plus one second, so memory is bounded whatever was uploaded.
@@ -33,6 +34,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import IO, Mapping, Union
 
+import ffmpeg
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -210,16 +212,20 @@ def read_audio(
                 f.write(source)
         else:
             path = os.path.abspath(source)
-        cmd = [
-            ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
-            "-protocol_whitelist", "file,pipe", "-f", demuxer, "-i", "file:" + path,
-            "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate),
-            # Mix channels with weights summing to 1 (stereo -> (L+R)/2, as librosa does);
-            # ffmpeg's default for float output is +3 dB louder.
-            "-rematrix_maxval", "1.0",
-            # One second past the cap is enough to tell "too long" without decoding it all.
-            "-t", f"{max_seconds + 1.0:.3f}", "-f", "f32le", "pipe:1",
-        ]  # fmt: skip
+        source_audio = ffmpeg.input(
+            "file:" + path, format=demuxer, protocol_whitelist="file,pipe")["a:0"]
+        cmd = (
+            ffmpeg.output(
+                source_audio, "pipe:1", format="f32le", ac=1, ar=sample_rate,
+                # Mix channels with weights summing to 1 (stereo -> (L+R)/2, as librosa
+                # does); ffmpeg's default for float output is +3 dB louder.
+                rematrix_maxval=1.0,
+                # One second past the cap is enough to tell "too long" without decoding it all.
+                t=f"{max_seconds + 1.0:.3f}",
+            )
+            .global_args("-hide_banner", "-nostdin", "-nostats", "-loglevel", "error")
+            .compile(cmd=ffmpeg_exe())
+        )
         with open(os.path.join(tmp, "stderr"), "w+b") as err:
             try:
                 done = subprocess.run(
@@ -388,26 +394,28 @@ class Mp4Writer:
         # stderr goes to a file: a pipe nobody reads can fill up and stall ffmpeg.
         self._stderr = open(os.path.join(self._tmp.name, "stderr"), "w+b")
         rate = Fraction(self.fps).limit_denominator(1001)  # 29.97 -> 30000/1001
-        cmd = [
-            ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-            "-framerate", str(rate), "-i", "pipe:0",
-        ]  # fmt: skip
+        frames = ffmpeg.input("pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
+                              framerate=str(rate)).video
+        if width % 2 or height % 2:
+            # yuv420p stores colour at half resolution, so both sides must be even.
+            frames = frames.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+        streams, options = [frames], {}
         if self.audio is not None:
             audio_path = os.path.join(self._tmp.name, "audio.f32")
             self.audio.astype("<f4").tofile(audio_path)
-            cmd += ["-f", "f32le", "-ar", str(self.sample_rate), "-ac", "1"]
-            cmd += ["-i", "file:" + audio_path, "-map", "0:v:0", "-map", "1:a:0"]
-            cmd += ["-c:a", "aac", "-b:a", "128k"]
-        if width % 2 or height % 2:
-            # yuv420p stores colour at half resolution, so both sides must be even.
-            cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
-        cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", self.preset]
-        cmd += ["-crf", str(self.crf)]
-        for key, value in self.metadata.items():
-            cmd += ["-metadata", f"{key}={value}"]
+            streams.append(ffmpeg.input("file:" + audio_path, format="f32le", ar=self.sample_rate, ac=1).audio)
+            options.update(acodec="aac", audio_bitrate="128k")
+        for i, (key, value) in enumerate(self.metadata.items()):
+            options[f"metadata:g:{i}"] = f"{key}={value}"
         # No -shortest: it would cut the audio if the video ends a frame early.
-        cmd += ["-movflags", "+faststart", "-f", "mp4", "file:" + str(self._part.absolute())]
+        cmd = (
+            ffmpeg.output(*streams, "file:" + str(self._part.absolute()), format="mp4", vcodec="libx264",
+                          pix_fmt="yuv420p", preset=self.preset, crf=self.crf, movflags="+faststart",
+                          **options)
+            .global_args("-hide_banner", "-nostats", "-loglevel", "error")
+            .overwrite_output()
+            .compile(cmd=ffmpeg_exe())
+        )
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr
         )
