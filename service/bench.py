@@ -138,8 +138,7 @@ def _one(seconds, device, weights, random_weights):
     with tempfile.TemporaryDirectory() as tmp:
         wall, frames = end_to_end(pipe, image, float(seconds), os.path.join(tmp, "bench.mp4"))
     print(json.dumps({"clip_seconds": float(seconds), "frames": frames, "wall_seconds": round(wall, 1),
-                      "peak_rss_mib": round(peak_rss_mib(), 1),
-                      "ffmpeg_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}))
+                      "peak_rss_mib": round(peak_rss_mib(), 1)}))
 
 
 if __name__ == "__main__":
