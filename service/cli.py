@@ -3,6 +3,9 @@
     talkingface generate --model atvgnet --image face.jpg --audio speech.wav -o out.mp4
     talkingface models
     talkingface bench atvgnet
+    talkingface serve [--host --port --workers]
+    talkingface worker
+    talkingface jobs list|show ID|cancel ID
 
 Problems a user can fix (no face, not an image, missing weights, ...) print one line
 ``error: ...`` and exit with status 2; nothing else is caught.
@@ -71,6 +74,56 @@ def cmd_bench(args):
     print(json.dumps(result, indent=2))
 
 
+def _settings(args):
+    from service.settings import Settings
+
+    overrides = {k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None)),
+                                   ("workers", getattr(args, "workers", None))) if v is not None}
+    return Settings(**overrides)
+
+
+def cmd_serve(args):
+    import logging
+
+    import uvicorn
+
+    from service.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = _settings(args)
+    uvicorn.run(create_app(settings, start_workers=True), host=settings.host, port=settings.port,
+                log_level="info", timeout_graceful_shutdown=10)
+
+
+def cmd_worker(args):
+    from service.jobs.worker import worker_main
+
+    worker_main(_settings(args).model_dump_json(), worker_id=args.id)
+
+
+def cmd_jobs(args):
+    from service.api.serialize import job_body
+    from service.jobs.store import FINAL, JobStore
+
+    store = JobStore(_settings(args).db_url)
+    if args.action == "list":
+        rows, more = store.list_jobs(status=args.status, limit=args.limit)
+        for row in rows:
+            print(f"{row['id']}  {row['status']:<9} {row['model']:<8} {100 * (row['progress'] or 0):5.1f}%  "
+                  f"attempts {row['attempts']}  {row['error_code'] or ''}")
+        if more:
+            print("... more (use --limit)")
+        return
+    row = store.get_job(args.id) if args.id else None
+    if row is None:
+        raise TalkingFaceError(f"no job {args.id}")
+    if args.action == "cancel":
+        if row["status"] in FINAL:
+            raise TalkingFaceError(f"job {args.id} is already {row['status']}")
+        row = store.cancel(args.id)
+    print(json.dumps(job_body(row), indent=2))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="talkingface", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +156,23 @@ def build_parser():
     ben.add_argument("--memory", nargs="*", type=float, metavar="SECONDS",
                      help="instead: peak RSS of end-to-end runs on clips of these lengths (default 10 600)")
     ben.set_defaults(func=cmd_bench)
+
+    srv = sub.add_parser("serve", help="run the HTTP API with embedded workers (settings: TALKINGFACE_* env)")
+    srv.add_argument("--host")
+    srv.add_argument("--port", type=int)
+    srv.add_argument("--workers", type=int, help="worker processes to start (0: none, use `talkingface worker`)")
+    srv.set_defaults(func=cmd_serve)
+
+    wrk = sub.add_parser("worker", help="run one worker against the job store of the same settings")
+    wrk.add_argument("--id", help="worker id (default: a new one)")
+    wrk.set_defaults(func=cmd_worker)
+
+    job = sub.add_parser("jobs", help="list, show or cancel jobs in the job store")
+    job.add_argument("action", choices=["list", "show", "cancel"])
+    job.add_argument("id", nargs="?")
+    job.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "canceled"])
+    job.add_argument("--limit", type=int, default=20)
+    job.set_defaults(func=cmd_jobs)
     return parser
 
 

@@ -246,6 +246,23 @@ def read_audio(
     return audio
 
 
+def has_video_stream(path: str | os.PathLike) -> bool:
+    """Whether ffmpeg finds a video stream in a local file (of a sniffed container).
+
+    Uses ``ffmpeg -i`` (no ffprobe needed) with the same forced demuxer and protocol
+    whitelist as the decoders; a still-image "cover art" stream does not count.
+    """
+    demuxer = sniff_container(_read_head(str(path), 512))
+    if demuxer is None:
+        return False
+    cmd = (ffmpeg.input("file:" + os.path.abspath(path), format=demuxer, protocol_whitelist="file,pipe")
+           .output("pipe:1", format="null", t=0)   # stream list only, nothing decoded
+           .global_args("-hide_banner", "-nostdin").compile(cmd=ffmpeg_exe()))
+    done = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    lines = done.stderr.decode(errors="replace").splitlines()
+    return any("Video:" in line and "attached pic" not in line for line in lines if "Stream #" in line)
+
+
 def check_speech(audio: np.ndarray, sample_rate: int, min_seconds: float = 0.3) -> None:
     """Refuse audio that cannot drive a face: too short, or silent.
 

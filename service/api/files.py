@@ -1,0 +1,102 @@
+"""Uploads: ``POST /v1/files`` checks a file by its content and keeps it for jobs to use."""
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from models.errors import InvalidInput
+from service import media
+from service.api.deps import get_settings, get_store, require_key
+from service.api.errors import APIError
+from service.api.serialize import iso
+from service.jobs.store import new_id
+
+router = APIRouter(prefix="/v1/files", tags=["files"], dependencies=[Depends(require_key)])
+CHUNK = 1 << 20
+
+
+def file_body(row):
+    return {"id": row["id"], "object": "file", "kind": row["kind"], "bytes": row["bytes"], "sha256": row["sha256"],
+            "filename": row["filename"], "content_type": row["content_type"], "created_at": iso(row["created_at"])}
+
+
+def classify(path, settings):
+    """'image', 'audio' or 'video' by content; InvalidInput for anything else."""
+    try:
+        media.read_image(path, max_pixels=settings.max_image_pixels)
+        return "image"
+    except InvalidInput as exc:
+        if "pixels" in exc.message:       # an image, but too large: say so, not "unknown format"
+            raise
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if media.sniff_container(head) is None:
+        raise InvalidInput("the file is not an image, audio or video this service reads "
+                           "(JPEG, PNG, WebP, BMP; WAV, MP3, AAC, FLAC, OGG; MP4, MOV, MKV, WebM, AVI)")
+    video = media.has_video_stream(path)
+    try:
+        media.read_audio(path, sample_rate=16000, max_seconds=settings.max_audio_seconds)
+    except InvalidInput as exc:
+        if not video or "longer than" in exc.message:
+            raise
+    return "video" if video else "audio"
+
+
+async def save_upload(upload: UploadFile, settings, store, field="file"):
+    """Copy an upload to the data dir within the size cap, check it, record it."""
+    if upload is None or not upload.filename and upload.size in (None, 0):
+        raise APIError(400, "invalid_input", f"the multipart field '{field}' is missing")
+    settings.files_dir.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    fd, tmp = tempfile.mkstemp(dir=settings.files_dir, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := await upload.read(CHUNK):
+                size += len(chunk)
+                if size > settings.max_upload_bytes:
+                    raise APIError(413, "too_large", f"'{field}' is larger than {settings.max_upload_bytes} bytes")
+                digest.update(chunk)
+                out.write(chunk)
+        if size == 0:
+            raise APIError(400, "invalid_input", f"'{field}' is empty")
+        try:
+            kind = await run_in_threadpool(classify, tmp, settings)
+        except InvalidInput as exc:
+            raise APIError(415, "unsupported_media", f"{field}: {exc.message.replace(tmp, upload.filename or field)}")
+        file_id = new_id("file")
+        relative = f"files/{file_id}"
+        os.replace(tmp, settings.data_dir / relative)
+        tmp = None
+        return store.add_file(kind, size, digest.hexdigest(), (upload.filename or "")[:255],
+                              (upload.content_type or "")[:100], relative, file_id=file_id)
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@router.post("", status_code=201)
+async def upload_file(file: UploadFile, settings=Depends(get_settings), store=Depends(get_store)):
+    """Upload an image, audio or video once; use its id in jobs."""
+    return file_body(await save_upload(file, settings, store))
+
+
+@router.get("/{file_id}")
+def get_file(file_id: str, store=Depends(get_store)):
+    row = store.get_file(file_id)
+    if row is None:
+        raise APIError(404, "not_found", f"no file {file_id}")
+    return file_body(row)
+
+
+@router.delete("/{file_id}")
+def delete_file(file_id: str, settings=Depends(get_settings), store=Depends(get_store)):
+    row = store.delete_file(file_id)
+    if row is None:
+        raise APIError(404, "not_found", f"no file {file_id}")
+    if row["path"]:
+        Path(settings.data_dir / row["path"]).unlink(missing_ok=True)
+    return {"id": file_id, "object": "file", "deleted": True}

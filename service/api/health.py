@@ -1,0 +1,42 @@
+"""Probes and metrics: ``/livez``, ``/readyz``, ``/metrics``."""
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from models import registry
+from service.api.deps import get_settings, get_store
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/livez")
+def livez():
+    """The process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(settings=Depends(get_settings), store=Depends(get_store)):
+    """200 only when the job store answers, a worker is up and the default model's weights are found."""
+    checks = {}
+    try:
+        store.ping()
+        checks["store"] = "ok"
+    except Exception as exc:  # the point of the probe is to report it
+        checks["store"] = f"unreachable: {type(exc).__name__}"
+    workers = len(store.list_workers(settings.worker_timeout_seconds)) if checks["store"] == "ok" else 0
+    checks["workers"] = f"{workers} up"
+    missing = [f.name for f, path in registry.file_status(settings.default_model, settings.weights_dir)
+               if path is None and not f.optional]
+    checks["weights"] = "ok" if not missing else "missing " + ", ".join(missing)
+    ready = checks["store"] == "ok" and workers > 0 and not missing
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request):
+    body = await run_in_threadpool(generate_latest, request.app.state.metrics_registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

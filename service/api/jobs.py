@@ -1,0 +1,204 @@
+"""Jobs: submit, list, follow, cancel, fetch the result. Batches submit many at once."""
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models import registry
+from service.api.deps import get_settings, get_store, require_key
+from service.api.errors import APIError
+from service.api.serialize import iso, job_body
+from service.jobs.store import FINAL
+
+router = APIRouter(tags=["jobs"], dependencies=[Depends(require_key)])
+STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+
+
+class Inputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: str = Field(description="id of an uploaded image (POST /v1/files)")
+    audio: str | None = Field(None, description="id of an uploaded audio (or video) file")
+    video: str | None = Field(None, description="id of an uploaded video, for models driven by video")
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    paste_back: bool = False
+    face_index: int = Field(0, ge=0, le=64)
+    seed: int | None = None
+
+
+class Webhook(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url):
+        if not url.startswith(("http://", "https://")) or len(url) > 2000:
+            raise ValueError("must be an http(s) URL")
+        return url
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: Literal["talking-face"] = "talking-face"
+    model: str | None = None
+    inputs: Inputs
+    options: Options = Options()
+    webhook: Webhook | None = None
+
+
+class BatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    jobs: list[JobCreate] = Field(min_length=1)
+    metadata: dict | None = None
+
+
+def check_job(job: JobCreate, settings, store):
+    """A job spec the store accepts, or APIError naming the first problem."""
+    model = job.model or settings.default_model
+    if model not in registry.REGISTRY:
+        raise APIError(400, "unknown_model", f"unknown model {model!r}; known: {', '.join(registry.REGISTRY)}")
+    if registry.REGISTRY[model].task != job.task:
+        raise APIError(400, "invalid_input", f"model {model} does not do {job.task}")
+    wanted = {"image": ("image",), "audio": ("audio", "video"), "video": ("video",)}
+    if job.inputs.audio is None:
+        raise APIError(400, "invalid_input", f"{model} needs inputs.audio")
+    for role, kinds in wanted.items():
+        file_id = getattr(job.inputs, role)
+        if file_id is None:
+            continue
+        row = store.get_file(file_id)
+        if row is None:
+            raise APIError(404, "file_not_found", f"inputs.{role}: no file {file_id}")
+        if row["kind"] not in kinds:
+            raise APIError(400, "invalid_input", f"inputs.{role}: file {file_id} is {row['kind']}, not {kinds[0]}")
+    return {"task": job.task, "model": model, "inputs": job.inputs.model_dump(exclude_none=True),
+            "options": job.options.model_dump(exclude_none=True),
+            "webhook_url": job.webhook.url if job.webhook else None}
+
+
+def get_job_or_404(store, job_id):
+    row = store.get_job(job_id)
+    if row is None:
+        raise APIError(404, "not_found", f"no job {job_id}")
+    return row
+
+
+@router.post("/v1/jobs", status_code=202)
+def create_job(job: JobCreate, request: Request, settings=Depends(get_settings), store=Depends(get_store)):
+    """Queue one job; answers 202 with the job and its URL in ``Location``."""
+    _, [row] = store.create_jobs([check_job(job, settings, store)], settings.max_attempts)
+    return JSONResponse(job_body(row), status_code=202, headers={"Location": f"/v1/jobs/{row['id']}"})
+
+
+@router.get("/v1/jobs")
+def list_jobs(status: list[Literal[STATUSES]] | None = Query(None), model: str | None = None,
+              batch_id: str | None = None, limit: int = Query(20, ge=1, le=200), after: str | None = None,
+              store=Depends(get_store)):
+    """Newest first. ``after`` is the last id of the previous page."""
+    rows, more = store.list_jobs(status=status, model=model, batch_id=batch_id, limit=limit, before=after)
+    return {"object": "list", "data": [job_body(r) for r in rows], "has_more": more,
+            "next_after": rows[-1]["id"] if more and rows else None}
+
+
+@router.get("/v1/jobs/{job_id}")
+def get_job(job_id: str, store=Depends(get_store)):
+    return job_body(get_job_or_404(store, job_id))
+
+
+@router.post("/v1/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, store=Depends(get_store)):
+    """Queued jobs stop at once; running ones at their next chunk of frames."""
+    row = get_job_or_404(store, job_id)
+    if row["status"] in FINAL:
+        raise APIError(409, "already_finished", f"job {job_id} is already {row['status']}")
+    return job_body(store.cancel(job_id))
+
+
+@router.get("/v1/jobs/{job_id}/result")
+def get_result(job_id: str, settings=Depends(get_settings), store=Depends(get_store)):
+    """The MP4 (Range requests supported)."""
+    row = get_job_or_404(store, job_id)
+    if row["status"] != "succeeded":
+        raise APIError(409, "not_ready", f"job {job_id} is {row['status']}; its result is not available")
+    if not row["result_path"] or not (settings.data_dir / row["result_path"]).is_file():
+        raise APIError(410, "gone", f"the result of job {job_id} was deleted")
+    return FileResponse(settings.data_dir / row["result_path"], media_type="video/mp4",
+                        filename=f"{job_id}.mp4", content_disposition_type="inline")
+
+
+@router.delete("/v1/jobs/{job_id}")
+def delete_job_artifacts(job_id: str, settings=Depends(get_settings), store=Depends(get_store)):
+    """Delete the job's result file (the job's record stays, for history and metrics)."""
+    row = get_job_or_404(store, job_id)
+    if row["status"] not in FINAL:
+        raise APIError(409, "not_finished", f"job {job_id} is {row['status']}; cancel it first")
+    if row["result_path"]:
+        Path(settings.data_dir / row["result_path"]).unlink(missing_ok=True)
+        store.clear_result(job_id)
+    return job_body(store.get_job(job_id))
+
+
+@router.get("/v1/jobs/{job_id}/events")
+async def job_events(job_id: str, request: Request, store=Depends(get_store)):
+    """Server-sent events: one ``job`` event per change of status or progress, until it ends."""
+    get_job_or_404(store, job_id)
+
+    async def stream():
+        last = None
+        while not await request.is_disconnected():
+            row = await run_in_threadpool(store.get_job, job_id)
+            state = (row["status"], round(row["progress"] or 0, 3))
+            if state != last:
+                last = state
+                yield f"event: job\ndata: {json.dumps(job_body(row))}\n\n"
+            if row["status"] in FINAL:
+                return
+            await asyncio.sleep(0.25)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@router.post("/v1/batches", status_code=202)
+def create_batch(batch: BatchCreate, settings=Depends(get_settings), store=Depends(get_store)):
+    """Queue many jobs in one call; all are checked before any is queued."""
+    if len(batch.jobs) > settings.max_batch_jobs:
+        raise APIError(400, "too_many_jobs", f"a batch holds at most {settings.max_batch_jobs} jobs")
+    specs = []
+    for i, job in enumerate(batch.jobs):
+        try:
+            specs.append(check_job(job, settings, store))
+        except APIError as exc:
+            raise APIError(exc.status, exc.code, f"jobs[{i}]: {exc.message}") from None
+    batch_id, _ = store.create_jobs(specs, settings.max_attempts, batch_metadata=batch.metadata, batch=True)
+    return JSONResponse(batch_body(store.get_batch(batch_id)), status_code=202,
+                        headers={"Location": f"/v1/batches/{batch_id}"})
+
+
+@router.get("/v1/batches/{batch_id}")
+def get_batch(batch_id: str, store=Depends(get_store)):
+    row = store.get_batch(batch_id)
+    if row is None:
+        raise APIError(404, "not_found", f"no batch {batch_id}")
+    return batch_body(row)
+
+
+def batch_body(row):
+    counts = row["counts"]
+    total = sum(counts.values())
+    done = sum(counts.get(s, 0) for s in FINAL)
+    return {"id": row["id"], "object": "batch", "created_at": iso(row["created_at"]), "metadata": row["metadata"],
+            "status": "completed" if done == total else "in_progress",
+            "request_counts": {"total": total, "succeeded": counts.get("succeeded", 0),
+                               "failed": counts.get("failed", 0), "canceled": counts.get("canceled", 0),
+                               "queued": counts.get("queued", 0), "running": counts.get("running", 0)},
+            "jobs_url": f"/v1/jobs?batch_id={row['id']}"}

@@ -1,0 +1,24 @@
+"""``GET /v1/models``: what the service can run, and whether its weights are there."""
+
+from fastapi import APIRouter, Depends
+
+from models import registry
+from service.api.deps import get_settings, get_store, require_key
+
+router = APIRouter(tags=["models"], dependencies=[Depends(require_key)])
+
+
+@router.get("/v1/models")
+def list_models(settings=Depends(get_settings), store=Depends(get_store)):
+    workers = store.list_workers(settings.worker_timeout_seconds)
+    data = []
+    for name, spec in registry.REGISTRY.items():
+        files = [{"name": f.name, "role": f.role, "found": path is not None, "optional": f.optional,
+                  "source": f.source, "sha256": f.sha256, "licence": f.licence}
+                 for f, path in registry.file_status(name, settings.weights_dir)]
+        serving = [w for w in workers if name in (w["models"] or [])]
+        data.append({"id": name, "object": "model", "task": spec.task, "paper": spec.paper,
+                     "ready": all(f["found"] or f["optional"] for f in files),
+                     "weights": files, "device": settings.device,
+                     "workers": [{"id": w["id"], "device": w["device"]} for w in serving]})
+    return {"object": "list", "data": data}

@@ -1,0 +1,92 @@
+"""``create_app()``: the FastAPI application -- routers, error handlers, metrics, lifespan.
+
+At start-up the job store is migrated and reconciled (jobs left running by workers that
+are gone go back to the queue), the webhook dispatcher and the retention sweeper start,
+and with ``start_workers`` (what ``talkingface serve`` does) the embedded worker
+processes are spawned.
+"""
+
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from service.api import dashboard, errors, files, health, jobs, models, talking_face, workers
+from service.api.serialize import job_body
+from service.jobs.store import JobStore
+from service.metrics import build_registry, install_http_metrics
+from service.settings import Settings, get_settings
+from service.webhooks import WebhookDispatcher
+
+log = logging.getLogger("talkingface.app")
+
+
+def purge_expired(store, settings):
+    """Delete uploads and results older than the retention period; returns how many."""
+    older_than = time.time() - settings.retention_hours * 3600
+    old_files, old_results = store.expired_artifacts(older_than)
+    for file_id, _ in old_files:
+        row = store.delete_file(file_id)
+        if row and row["path"]:
+            Path(settings.data_dir / row["path"]).unlink(missing_ok=True)
+    for job_id, path in old_results:
+        Path(settings.data_dir / path).unlink(missing_ok=True)
+        store.clear_result(job_id)
+    return len(old_files) + len(old_results)
+
+
+def _sweep(store, settings, stop):
+    while not stop.wait(600):
+        try:
+            purge_expired(store, settings)
+        except Exception:
+            log.exception("retention sweep failed")
+
+
+def create_app(settings: Settings | None = None, start_workers: bool = False) -> FastAPI:
+    settings = settings or get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(settings.db_url)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        released = store.reconcile()
+        if released:
+            log.info("re-queued or closed %d jobs left running by workers that are gone", released)
+        purge_expired(store, settings)
+        stop = threading.Event()
+        sweeper = threading.Thread(target=_sweep, args=(store, settings, stop), daemon=True)
+        sweeper.start()
+        dispatcher = WebhookDispatcher(store, job_body, settings.webhook_secret, settings.webhook_max_attempts,
+                                       settings.webhook_timeout_seconds)
+        dispatcher.start()
+        executor = None
+        if start_workers and settings.workers > 0:
+            from service.jobs.executor import EmbeddedWorkers
+            executor = EmbeddedWorkers(settings, settings.workers)
+            executor.start()
+        app.state.executor = executor
+        try:
+            yield
+        finally:
+            stop.set()
+            dispatcher.stop()
+            if executor:
+                executor.stop()
+            store.dispose()
+
+    app = FastAPI(title="talkingface", version="0.1.0", lifespan=lifespan,
+                  description="Talking-face video from a photo and a voice clip, as durable jobs.")
+    app.state.settings = settings
+    app.state.store = store
+    registry, requests, latency = build_registry(store, settings)
+    app.state.metrics_registry = registry
+    install_http_metrics(app, requests, latency)
+    errors.install(app)
+    for router in (talking_face.router, files.router, jobs.router, models.router, workers.router,
+                   health.router, dashboard.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,380 @@
+"""The durable job store: jobs, uploaded files, batches and workers in one SQL database.
+
+SQLite (WAL) by default, any SQLAlchemy URL (PostgreSQL) by setting. Workers in other
+processes, or on other machines, share it:
+
+- ``claim`` moves the oldest queued job to ``running`` in one UPDATE and gives the
+  worker a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite serialises writers);
+- ``heartbeat`` renews the lease and reports progress; it answers whether a cancel was
+  asked for, and ``LeaseLost`` when the job is no longer the worker's;
+- ``requeue_expired`` puts jobs whose lease ran out back in the queue (``attempts``
+  counts claims), or fails them once ``max_attempts`` is reached;
+- ``reconcile`` at start-up also re-queues jobs of workers on this host that are gone.
+"""
+
+import os
+import socket
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import and_, case, create_engine, event, func, or_, select, update
+from sqlalchemy.pool import NullPool
+
+from service.jobs.tables import batches, files, jobs, workers
+
+FINAL = ("succeeded", "failed", "canceled")
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class LeaseLost(Exception):
+    """The job was re-queued or finished by someone else; the worker must drop it."""
+
+
+def new_id(prefix):
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobStore:
+    """All database access of the service. Methods return plain dicts (one per row)."""
+
+    def __init__(self, url, migrate=True):
+        self.url = url
+        sqlite = url.startswith("sqlite")
+        if sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # NullPool: every checkout is a fresh connection, safe across threads and forks.
+            self.engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+        if migrate:
+            self.migrate()
+
+    def migrate(self):
+        """Bring the schema to the newest Alembic revision."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def _tx(self):
+        # Each write is one transaction. A claim is a single UPDATE whose subquery picks
+        # the job, so on SQLite (one writer at a time) two workers never get the same job.
+        with self.engine.begin() as connection:
+            yield connection
+
+    def ping(self):
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+
+    def dispose(self):
+        self.engine.dispose()
+
+    # -- files ---------------------------------------------------------------------
+    def add_file(self, kind, size, sha256, filename, content_type, path, file_id=None):
+        row = dict(id=file_id or new_id("file"), kind=kind, bytes=size, sha256=sha256, filename=filename,
+                   content_type=content_type, path=path, created_at=time.time(), deleted_at=None)
+        with self._tx() as c:
+            c.execute(files.insert().values(**row))
+        return row
+
+    def get_file(self, file_id):
+        with self.engine.connect() as c:
+            row = c.execute(select(files).where(files.c.id == file_id, files.c.deleted_at.is_(None))).first()
+        return dict(row._mapping) if row else None
+
+    def delete_file(self, file_id):
+        """Mark the file deleted; returns its row (with the path to remove) or None."""
+        row = self.get_file(file_id)
+        if row:
+            with self._tx() as c:
+                c.execute(update(files).where(files.c.id == file_id).values(deleted_at=time.time(), path=None))
+        return row
+
+    # -- jobs ----------------------------------------------------------------------
+    def create_jobs(self, specs, max_attempts, batch_metadata=None, batch=False):
+        """Insert jobs (each ``{task, model, inputs, options, webhook_url}``) in one transaction.
+
+        With ``batch`` a batch row groups them. Returns ``(batch_id or None, [job rows])``.
+        """
+        now = time.time()
+        batch_id = new_id("batch") if batch else None
+        rows = []
+        for i, spec in enumerate(specs):
+            rows.append(dict(
+                id=new_id("job"), task=spec["task"], model=spec["model"], status="queued",
+                inputs=spec["inputs"], options=spec.get("options") or {}, batch_id=batch_id, progress=0.0,
+                attempts=0, max_attempts=max_attempts, cancel_requested=False,
+                # Microsecond steps keep the submission order inside one batch.
+                created_at=now + i * 1e-6, webhook_url=spec.get("webhook_url"), webhook_attempts=0))
+        with self._tx() as c:
+            if batch:
+                c.execute(batches.insert().values(id=batch_id, created_at=now, metadata=batch_metadata))
+            if rows:
+                c.execute(jobs.insert(), rows)
+        return batch_id, [self.get_job(r["id"]) for r in rows]
+
+    def get_job(self, job_id):
+        with self.engine.connect() as c:
+            row = c.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        return dict(row._mapping) if row else None
+
+    def list_jobs(self, status=None, model=None, batch_id=None, limit=20, before=None):
+        """Newest first; ``before`` is the id of the last job of the previous page."""
+        query = select(jobs)
+        if status:
+            query = query.where(jobs.c.status.in_(status if isinstance(status, (list, tuple)) else [status]))
+        if model:
+            query = query.where(jobs.c.model == model)
+        if batch_id:
+            query = query.where(jobs.c.batch_id == batch_id)
+        if before:
+            anchor = self.get_job(before)
+            if anchor:
+                query = query.where(or_(jobs.c.created_at < anchor["created_at"],
+                                        and_(jobs.c.created_at == anchor["created_at"], jobs.c.id < anchor["id"])))
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        with self.engine.connect() as c:
+            rows = [dict(r._mapping) for r in c.execute(query)]
+        return rows[:limit], len(rows) > limit
+
+    def get_batch(self, batch_id):
+        with self.engine.connect() as c:
+            row = c.execute(select(batches).where(batches.c.id == batch_id)).first()
+            if not row:
+                return None
+            counts = dict(c.execute(select(jobs.c.status, func.count()).where(jobs.c.batch_id == batch_id)
+                                    .group_by(jobs.c.status)).all())
+        return dict(row._mapping, counts=counts)
+
+    def claim(self, worker_id, models, lease_seconds):
+        """The oldest queued job of one of ``models``, now running under this worker's lease."""
+        now = time.time()
+        oldest = (select(jobs.c.id).where(jobs.c.status == "queued", jobs.c.model.in_(list(models)))
+                  .order_by(jobs.c.created_at, jobs.c.id).limit(1).with_for_update(skip_locked=True)
+                  .scalar_subquery())
+        statement = (update(jobs).where(jobs.c.id == oldest, jobs.c.status == "queued")
+                     .values(status="running", worker_id=worker_id, attempts=jobs.c.attempts + 1,
+                             started_at=func.coalesce(jobs.c.started_at, now), claimed_at=now,
+                             heartbeat_at=now, lease_expires_at=now + lease_seconds, progress=0.0)
+                     .returning(jobs.c.id))
+        with self._tx() as c:
+            job_id = c.execute(statement).scalar()
+        return self.get_job(job_id) if job_id else None
+
+    def heartbeat(self, job_id, worker_id, lease_seconds, progress=None):
+        """Renew the lease (and record progress). Returns True when a cancel was asked for."""
+        now = time.time()
+        values = dict(heartbeat_at=now, lease_expires_at=now + lease_seconds)
+        if progress is not None:
+            values["progress"] = float(progress)
+        with self._tx() as c:
+            cancel = c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.worker_id == worker_id,
+                                                  jobs.c.status == "running")
+                               .values(**values).returning(jobs.c.cancel_requested)).scalar()
+        if cancel is None:
+            raise LeaseLost(job_id)
+        return bool(cancel)
+
+    def finish(self, job_id, worker_id, status, error_code=None, error_message=None, **fields):
+        """Final state for a job this worker holds. Returns False when it no longer holds it."""
+        assert status in FINAL
+        now = time.time()
+        values = dict(status=status, finished_at=now, lease_expires_at=None, error_code=error_code,
+                      error_message=error_message, **fields)
+        if status == "succeeded":
+            values["progress"] = 1.0
+        with self._tx() as c:
+            done = c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.worker_id == worker_id,
+                                                jobs.c.status == "running").values(**values)).rowcount
+            if done:
+                self._queue_webhook(c, job_id, now)
+        return bool(done)
+
+    def release(self, job_id, worker_id):
+        """A worker shutting down hands its job back; the attempt does not count."""
+        with self._tx() as c:
+            return bool(c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.worker_id == worker_id,
+                                                     jobs.c.status == "running")
+                                  .values(status="queued", worker_id=None, lease_expires_at=None, progress=0.0,
+                                          attempts=jobs.c.attempts - 1)).rowcount)
+
+    def cancel(self, job_id):
+        """Queued: canceled at once. Running: asked to stop at its next chunk. Returns the row."""
+        now = time.time()
+        with self._tx() as c:
+            done = c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued")
+                             .values(status="canceled", finished_at=now, error_code="canceled",
+                                     error_message="canceled before it started")).rowcount
+            if done:
+                self._queue_webhook(c, job_id, now)
+            else:
+                c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "running")
+                          .values(cancel_requested=True))
+        return self.get_job(job_id)
+
+    def clear_result(self, job_id):
+        with self._tx() as c:
+            c.execute(update(jobs).where(jobs.c.id == job_id).values(result_path=None, result_bytes=None))
+
+    def requeue_expired(self, now=None):
+        """Jobs whose lease ran out: back to the queue, or failed after ``max_attempts``."""
+        now = now or time.time()
+        expired = and_(jobs.c.status == "running", jobs.c.lease_expires_at < now)
+        return self._release(expired, now, "the worker stopped renewing its lease")
+
+    def reconcile(self, hostname=None):
+        """At start-up: release running jobs whose worker on this host no longer exists."""
+        hostname = hostname or socket.gethostname()
+        with self.engine.connect() as c:
+            running = c.execute(select(jobs.c.id, workers.c.pid, workers.c.hostname)
+                                .select_from(jobs.outerjoin(workers, jobs.c.worker_id == workers.c.id))
+                                .where(jobs.c.status == "running")).all()
+        gone = [job_id for job_id, pid, host in running
+                if pid is None or (host == hostname and not _pid_alive(pid))]
+        released = self._release(jobs.c.id.in_(gone), time.time(), "its worker is gone") if gone else 0
+        return released + self.requeue_expired()
+
+    def _release(self, condition, now, reason):
+        with self._tx() as c:
+            canceled = c.execute(update(jobs).where(condition, jobs.c.cancel_requested.is_(True))
+                                 .values(status="canceled", finished_at=now, lease_expires_at=None,
+                                         error_code="canceled", error_message="canceled while running")
+                                 .returning(jobs.c.id)).scalars().all()
+            failed = c.execute(update(jobs).where(condition, jobs.c.attempts >= jobs.c.max_attempts)
+                               .values(status="failed", finished_at=now, lease_expires_at=None,
+                                       error_code="worker_lost",
+                                       error_message=f"gave up after the last attempt: {reason}")
+                               .returning(jobs.c.id)).scalars().all()
+            requeued = c.execute(update(jobs).where(condition)
+                                 .values(status="queued", worker_id=None, lease_expires_at=None, progress=0.0)
+                                 .returning(jobs.c.id)).scalars().all()
+            for job_id in canceled + failed:
+                self._queue_webhook(c, job_id, now)
+        return len(canceled) + len(failed) + len(requeued)
+
+    # -- webhooks ------------------------------------------------------------------
+    @staticmethod
+    def _queue_webhook(c, job_id, now):
+        c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.webhook_url.is_not(None))
+                  .values(webhook_state="pending", webhook_next_at=now))
+
+    def take_due_webhooks(self, hold_seconds, limit=20):
+        """Pending deliveries that are due, held for ``hold_seconds`` so no one else sends them."""
+        now = time.time()
+        due = (select(jobs.c.id).where(jobs.c.webhook_state == "pending", jobs.c.webhook_next_at <= now)
+               .order_by(jobs.c.webhook_next_at).limit(limit).with_for_update(skip_locked=True))
+        # One UPDATE picks and holds them: on SQLite a read-then-write transaction could
+        # fail with "database is locked" when another process writes in between.
+        with self._tx() as c:
+            ids = c.execute(update(jobs).where(jobs.c.id.in_(due.scalar_subquery()))
+                            .values(webhook_next_at=now + hold_seconds).returning(jobs.c.id)).scalars().all()
+        return [self.get_job(i) for i in ids]
+
+    def record_webhook(self, job_id, delivered, error=None, retry_at=None):
+        """After one delivery attempt: delivered, or retried at ``retry_at``, or failed for good."""
+        state = "delivered" if delivered else ("pending" if retry_at else "failed")
+        with self._tx() as c:
+            c.execute(update(jobs).where(jobs.c.id == job_id)
+                      .values(webhook_state=state, webhook_attempts=jobs.c.webhook_attempts + 1,
+                              webhook_next_at=retry_at, webhook_last_error=error))
+
+    # -- workers -------------------------------------------------------------------
+    def register_worker(self, worker_id, device, models):
+        now = time.time()
+        with self._tx() as c:
+            c.execute(workers.insert().values(id=worker_id, hostname=socket.gethostname(), pid=os.getpid(),
+                                              device=device, models=list(models), status="idle",
+                                              current_job=None, started_at=now, heartbeat_at=now))
+
+    def worker_heartbeat(self, worker_id, status, current_job=None, gpu_memory_bytes=None):
+        with self._tx() as c:
+            c.execute(update(workers).where(workers.c.id == worker_id)
+                      .values(status=status, current_job=current_job, heartbeat_at=time.time(),
+                              gpu_memory_bytes=gpu_memory_bytes))
+
+    def list_workers(self, alive_within):
+        """Workers heard from within ``alive_within`` seconds and not stopped."""
+        since = time.time() - alive_within
+        with self.engine.connect() as c:
+            rows = c.execute(select(workers).where(workers.c.heartbeat_at >= since, workers.c.status != "stopped")
+                             .order_by(workers.c.started_at)).all()
+        return [dict(r._mapping) for r in rows]
+
+    # -- numbers for metrics, stats and retention ----------------------------------
+    def counts(self):
+        """{status: n} over all jobs, and {(model, status): n} of finished ones."""
+        with self.engine.connect() as c:
+            by_status = dict(c.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all())
+            finished = {(m, s): n for m, s, n in c.execute(
+                select(jobs.c.model, jobs.c.status, func.count()).where(jobs.c.status.in_(FINAL))
+                .group_by(jobs.c.model, jobs.c.status)).all()}
+            frames = c.execute(select(func.coalesce(func.sum(jobs.c.frames), 0))).scalar()
+        return by_status, finished, int(frames)
+
+    def finished_since(self, since):
+        """(model, status, created, claimed, started, finished) of jobs finished after ``since``."""
+        with self.engine.connect() as c:
+            return [tuple(r) for r in c.execute(
+                select(jobs.c.model, jobs.c.status, jobs.c.created_at, jobs.c.claimed_at, jobs.c.started_at,
+                       jobs.c.finished_at).where(jobs.c.finished_at >= since).order_by(jobs.c.finished_at))]
+
+    def histograms(self, buckets):
+        """Cumulative bucket counts, count and sum per model, of run time and of queue wait.
+
+        Returns ``{"run": {model: (counts, n, total)}, "wait": {...}}`` over every job
+        that ran to an end; computed in SQL, so the cost does not grow with rows fetched.
+        """
+        result = {}
+        for name, value in (("run", jobs.c.finished_at - jobs.c.claimed_at),
+                            ("wait", jobs.c.started_at - jobs.c.created_at)):
+            columns = [func.sum(case((value <= b, 1), else_=0)) for b in buckets]
+            query = (select(jobs.c.model, func.count(), func.sum(value), *columns)
+                     .where(jobs.c.status.in_(FINAL), jobs.c.claimed_at.is_not(None)).group_by(jobs.c.model))
+            with self.engine.connect() as c:
+                result[name] = {row[0]: ([int(x or 0) for x in row[3:]], int(row[1]), float(row[2] or 0))
+                                for row in c.execute(query)}
+        return result
+
+    def expired_artifacts(self, older_than):
+        """Files and results created before ``older_than`` that are still on disk."""
+        with self.engine.connect() as c:
+            old_files = c.execute(select(files.c.id, files.c.path).where(
+                files.c.created_at < older_than, files.c.deleted_at.is_(None))).all()
+            old_results = c.execute(select(jobs.c.id, jobs.c.result_path).where(
+                jobs.c.finished_at < older_than, jobs.c.result_path.is_not(None))).all()
+        return old_files, old_results
+
+    def storage_bytes(self):
+        with self.engine.connect() as c:
+            uploads = c.execute(select(func.coalesce(func.sum(files.c.bytes), 0))
+                                .where(files.c.deleted_at.is_(None))).scalar()
+            results = c.execute(select(func.coalesce(func.sum(jobs.c.result_bytes), 0))
+                                .where(jobs.c.result_path.is_not(None))).scalar()
+        return int(uploads), int(results)
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

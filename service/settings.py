@@ -1,0 +1,74 @@
+"""Every knob of the service, read from ``TALKINGFACE_*`` environment variables.
+
+Defaults are safe for one machine with nothing else installed: SQLite and artifacts
+under ``./data``, one worker, bound to localhost, no API keys (open to local callers).
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TALKINGFACE_", extra="ignore")
+
+    # Where things live
+    data_dir: Path = Path("data")
+    database_url: str | None = None            # default: sqlite:///<data_dir>/jobs.db
+    weights_dir: Path | None = None            # default: models.weights.weights_dir()
+
+    # Serving
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1                           # embedded worker processes started by `serve`
+    device: str = "auto"
+    default_model: str = "atvgnet"
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)   # comma-separated; empty = no auth
+
+    # Limits on what clients send
+    max_upload_bytes: int = 100 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
+    max_audio_seconds: float = 600.0
+    max_batch_jobs: int = 500
+    default_wait_seconds: float = 60.0
+    max_wait_seconds: float = 300.0
+
+    # Jobs
+    max_attempts: int = 3
+    lease_seconds: float = 30.0                # a job whose worker is silent this long is re-queued
+    heartbeat_seconds: float = 5.0
+    poll_seconds: float = 0.2                  # how often an idle worker looks for work
+    worker_timeout_seconds: float = 30.0       # a worker silent this long is not counted as up
+    retention_hours: float = 7 * 24            # uploads and results older than this are deleted
+
+    # Webhooks
+    webhook_secret: str = ""                   # HMAC-SHA256 key; empty: calls are not signed
+    webhook_max_attempts: int = 6
+    webhook_timeout_seconds: float = 10.0
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value):
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'jobs.db').resolve()}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
