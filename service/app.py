@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from service.api import dashboard, errors, files, health, jobs, models, talking_face, workers
 from service.api.serialize import job_body
 from service.jobs.store import JobStore
-from service.metrics import build_registry, install_http_metrics
+from service.metrics import HTTPMetrics, build_registry
 from service.settings import Settings, get_settings
 from service.webhooks import WebhookDispatcher
 
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None, start_workers: bool = False) ->
     app.state.store = store
     registry, requests, latency = build_registry(store, settings)
     app.state.metrics_registry = registry
-    install_http_metrics(app, requests, latency)
+    app.add_middleware(HTTPMetrics, requests=requests, latency=latency)
     errors.install(app)
     for router in (talking_face.router, files.router, jobs.router, models.router, workers.router,
                    health.router, dashboard.router):

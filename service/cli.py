@@ -68,7 +68,10 @@ def cmd_models(args):
 
 
 def cmd_bench(args):
-    from service import bench
+    if args.target == "api":
+        from service import bench_api as bench
+    else:
+        from service import bench
 
     result = bench.run(args)
     print(json.dumps(result, indent=2))
@@ -91,8 +94,9 @@ def cmd_serve(args):
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = _settings(args)
+    # No access log: one line per request costs more than the request at high rates.
     uvicorn.run(create_app(settings, start_workers=True), host=settings.host, port=settings.port,
-                log_level="info", timeout_graceful_shutdown=10)
+                log_level="info", access_log=False, timeout_graceful_shutdown=10)
 
 
 def cmd_worker(args):
@@ -146,7 +150,7 @@ def build_parser():
     mod.set_defaults(func=cmd_models)
 
     ben = sub.add_parser("bench", help="measure speed and memory; prints JSON")
-    ben.add_argument("model", choices=["atvgnet"])
+    ben.add_argument("target", choices=["atvgnet", "api"], help="a model, or the HTTP service")
     ben.add_argument("--weights", help="weights folder (its arrays are used even with --random-weights)")
     ben.add_argument("--random-weights", action="store_true",
                      help="random-initialised networks (speed does not depend on the weights)")
@@ -155,6 +159,10 @@ def build_parser():
     ben.add_argument("--repeats", type=int, default=3)
     ben.add_argument("--memory", nargs="*", type=float, metavar="SECONDS",
                      help="instead: peak RSS of end-to-end runs on clips of these lengths (default 10 600)")
+    ben.add_argument("--clients", type=int, default=50, help="api: concurrent clients")
+    ben.add_argument("--requests", type=int, default=20, help="api: submissions per client (without wrk)")
+    ben.add_argument("--rate", type=float, default=100.0, help="api: jobs/s all clients offer in the open loop")
+    ben.add_argument("--jobs", type=int, default=10, help="api: jobs timed from last frame to MP4 available")
     ben.set_defaults(func=cmd_bench)
 
     srv = sub.add_parser("serve", help="run the HTTP API with embedded workers (settings: TALKINGFACE_* env)")

@@ -63,14 +63,30 @@ def build_registry(store, settings):
     return registry, requests, latency
 
 
-def install_http_metrics(app, requests, latency):
-    @app.middleware("http")
-    async def _measure(request, call_next):
+class HTTPMetrics:
+    """Pure ASGI middleware counting requests and timing them by route template.
+
+    (Not ``@app.middleware("http")``: that wrapper costs a task and a stream per request.)
+    """
+
+    def __init__(self, app, requests, latency):
+        self.app, self.requests, self.latency = app, requests, latency
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        # The route template, not the raw path: job ids must not become label values.
-        name = getattr(route, "path", "unmatched")
-        requests.labels(request.method, name, str(response.status_code)).inc()
-        latency.labels(request.method, name).observe(time.perf_counter() - start)
-        return response
+        status = [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            # The route template, not the raw path: job ids must not become label values.
+            name = getattr(scope.get("route"), "path", "unmatched")
+            self.requests.labels(scope["method"], name, str(status[0])).inc()
+            self.latency.labels(scope["method"], name).observe(time.perf_counter() - start)

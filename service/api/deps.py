@@ -1,4 +1,8 @@
-"""Dependencies the routers share: settings, the job store, API-key checking."""
+"""Dependencies the routers share: settings, the job store, API-key checking.
+
+They are ``async`` because they never block: FastAPI would run plain functions in the
+thread pool, one hop each per request.
+"""
 
 import hmac
 
@@ -7,15 +11,15 @@ from fastapi import Request
 from service.api.errors import APIError
 
 
-def get_settings(request: Request):
+async def get_settings(request: Request):
     return request.app.state.settings
 
 
-def get_store(request: Request):
+async def get_store(request: Request):
     return request.app.state.store
 
 
-def require_key(request: Request):
+async def require_key(request: Request):
     """With TALKINGFACE_API_KEYS set, every /v1 call needs ``Authorization: Bearer <key>``."""
     keys = request.app.state.settings.api_keys
     if not keys:

@@ -71,11 +71,11 @@ def check_job(job: JobCreate, settings, store):
     wanted = {"image": ("image",), "audio": ("audio", "video"), "video": ("video",)}
     if job.inputs.audio is None:
         raise APIError(400, "invalid_input", f"{model} needs inputs.audio")
-    for role, kinds in wanted.items():
-        file_id = getattr(job.inputs, role)
-        if file_id is None:
-            continue
-        row = store.get_file(file_id)
+    given = {role: getattr(job.inputs, role) for role in wanted if getattr(job.inputs, role) is not None}
+    found = store.get_files(given.values())
+    for role, file_id in given.items():
+        kinds = wanted[role]
+        row = found.get(file_id)
         if row is None:
             raise APIError(404, "file_not_found", f"inputs.{role}: no file {file_id}")
         if row["kind"] not in kinds:

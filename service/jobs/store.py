@@ -12,8 +12,10 @@ processes, or on other machines, share it:
 - ``reconcile`` at start-up also re-queues jobs of workers on this host that are gone.
 """
 
+import contextlib
 import os
 import socket
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -22,7 +24,6 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import and_, case, create_engine, event, func, or_, select, update
-from sqlalchemy.pool import NullPool
 
 from service.jobs.tables import batches, files, jobs, workers
 
@@ -54,12 +55,15 @@ class JobStore:
     def __init__(self, url, migrate=True):
         self.url = url
         sqlite = url.startswith("sqlite")
+        self._write_lock = threading.Lock() if sqlite else contextlib.nullcontext()
         if sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            # NullPool: every checkout is a fresh connection, safe across threads and forks.
-            self.engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+            # Pooled connections (workers are spawned, not forked, so none crosses a fork);
+            # check_same_thread off because the pool hands connections to many threads.
+            self.engine = create_engine(url, pool_size=8, max_overflow=32,
+                                        connect_args={"timeout": 30, "check_same_thread": False})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(url, pool_pre_ping=True)
@@ -78,7 +82,9 @@ class JobStore:
     def _tx(self):
         # Each write is one transaction. A claim is a single UPDATE whose subquery picks
         # the job, so on SQLite (one writer at a time) two workers never get the same job.
-        with self.engine.begin() as connection:
+        # Threads of one process queue on a lock for SQLite's single write slot: SQLite's
+        # own busy handler sleeps in growing steps and would give a long latency tail.
+        with self._write_lock, self.engine.begin() as connection:
             yield connection
 
     def ping(self):
@@ -97,9 +103,13 @@ class JobStore:
         return row
 
     def get_file(self, file_id):
+        return self.get_files([file_id]).get(file_id)
+
+    def get_files(self, file_ids):
+        """{id: row} of the files that exist (not deleted) among ``file_ids``, in one query."""
         with self.engine.connect() as c:
-            row = c.execute(select(files).where(files.c.id == file_id, files.c.deleted_at.is_(None))).first()
-        return dict(row._mapping) if row else None
+            rows = c.execute(select(files).where(files.c.id.in_(list(file_ids)), files.c.deleted_at.is_(None)))
+            return {r.id: dict(r._mapping) for r in rows}
 
     def delete_file(self, file_id):
         """Mark the file deleted; returns its row (with the path to remove) or None."""
@@ -130,7 +140,8 @@ class JobStore:
                 c.execute(batches.insert().values(id=batch_id, created_at=now, metadata=batch_metadata))
             if rows:
                 c.execute(jobs.insert(), rows)
-        return batch_id, [self.get_job(r["id"]) for r in rows]
+        defaults = {column.name: None for column in jobs.columns}
+        return batch_id, [dict(defaults, **row) for row in rows]
 
     def get_job(self, job_id):
         with self.engine.connect() as c:
