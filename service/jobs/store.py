@@ -23,7 +23,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import and_, case, create_engine, event, func, or_, select, update
+from sqlalchemy import and_, case, create_engine, event, func, or_, select, tuple_, update
 
 from service.jobs.tables import batches, files, jobs, workers
 
@@ -75,6 +75,12 @@ class JobStore:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
+            # Processes starting together on a new database migrate one at a time; the
+            # others then find the schema at head. (On SQLite this also makes it atomic.)
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7263548)")
+            elif connection.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
@@ -221,10 +227,19 @@ class JobStore:
         return bool(done)
 
     def release(self, job_id, worker_id):
-        """A worker shutting down hands its job back; the attempt does not count."""
+        """A worker shutting down hands its job back; the attempt does not count.
+
+        A job whose cancel was asked for is canceled instead of re-queued.
+        """
+        held = and_(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == "running")
+        now = time.time()
         with self._tx() as c:
-            return bool(c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.worker_id == worker_id,
-                                                     jobs.c.status == "running")
+            if c.execute(update(jobs).where(held, jobs.c.cancel_requested.is_(True))
+                         .values(status="canceled", finished_at=now, lease_expires_at=None, error_code="canceled",
+                                 error_message="canceled while running")).rowcount:
+                self._queue_webhook(c, job_id, now)
+                return True
+            return bool(c.execute(update(jobs).where(held)
                                   .values(status="queued", worker_id=None, lease_expires_at=None, progress=0.0,
                                           attempts=jobs.c.attempts - 1)).rowcount)
 
@@ -256,15 +271,21 @@ class JobStore:
         """At start-up: release running jobs whose worker on this host no longer exists."""
         hostname = hostname or socket.gethostname()
         with self.engine.connect() as c:
-            running = c.execute(select(jobs.c.id, workers.c.pid, workers.c.hostname)
+            running = c.execute(select(jobs.c.id, jobs.c.worker_id, workers.c.pid, workers.c.hostname)
                                 .select_from(jobs.outerjoin(workers, jobs.c.worker_id == workers.c.id))
                                 .where(jobs.c.status == "running")).all()
-        gone = [job_id for job_id, pid, host in running
+        gone = [(job_id, worker_id) for job_id, worker_id, pid, host in running
                 if pid is None or (host == hostname and not _pid_alive(pid))]
-        released = self._release(jobs.c.id.in_(gone), time.time(), "its worker is gone") if gone else 0
+        # Only while the same worker still holds it: a job re-queued and claimed by a live
+        # worker since the SELECT above is left alone.
+        held = tuple_(jobs.c.id, jobs.c.worker_id).in_(gone)
+        released = self._release(held, time.time(), "its worker is gone") if gone else 0
         return released + self.requeue_expired()
 
     def _release(self, condition, now, reason):
+        # Each UPDATE re-checks "running": the later ones must not touch rows the earlier
+        # ones just canceled or failed.
+        condition = and_(jobs.c.status == "running", condition)
         with self._tx() as c:
             canceled = c.execute(update(jobs).where(condition, jobs.c.cancel_requested.is_(True))
                                  .values(status="canceled", finished_at=now, lease_expires_at=None,

@@ -4,7 +4,7 @@ Times are floats (seconds since the epoch, UTC): lease and duration arithmetic i
 same on SQLite and PostgreSQL, and the API renders them as ISO 8601.
 """
 
-from sqlalchemy import (JSON, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text)
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text)
 
 metadata = MetaData()
 
@@ -12,7 +12,7 @@ files = Table(
     "files", metadata,
     Column("id", String(40), primary_key=True),
     Column("kind", String(16), nullable=False),          # image | audio | video
-    Column("bytes", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("filename", String(255)),
     Column("content_type", String(100)),
@@ -52,7 +52,7 @@ jobs = Table(
     Column("error_code", String(40)),
     Column("error_message", Text),
     Column("result_path", Text),                         # relative to the data dir
-    Column("result_bytes", Integer),
+    Column("result_bytes", BigInteger),
     Column("frames", Integer),
     Column("info", JSON),                                # weights and device that made the result
     Column("webhook_url", Text),
@@ -75,7 +75,7 @@ workers = Table(
     Column("models", JSON),
     Column("status", String(16), nullable=False),        # starting | idle | busy | stopped
     Column("current_job", String(40)),
-    Column("gpu_memory_bytes", Integer),
+    Column("gpu_memory_bytes", BigInteger),
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
 )
