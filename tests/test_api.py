@@ -319,3 +319,37 @@ def test_api_keys(tmp_path, seeded_weights_dir):
         assert_error(client.get("/v1/jobs", headers={"Authorization": "Bearer nope"}), 401, "unauthorized")
         assert client.get("/v1/jobs", headers={"Authorization": "Bearer k2"}).status_code == 200
         assert client.get("/livez").status_code == 200       # probes stay open
+
+
+def test_retention_deletes_old_uploads_and_results(tmp_path, seeded_weights_dir):
+    from service.app import purge_expired
+    settings = make_settings(tmp_path, seeded_weights_dir)
+    with TestClient(create_app(settings)) as client:
+        image = upload(client, FACE, "f.jpg")
+        store = client.app.state.store
+        assert store.storage_bytes()[0] == image["bytes"]
+        assert purge_expired(store, settings) == 0            # nothing is old yet
+        settings.retention_hours = -1                         # everything is older than "now + 1 h"
+        assert purge_expired(store, settings) == 1
+        assert_error(client.get(f"/v1/files/{image['id']}"), 404, "not_found")
+        assert not list((settings.data_dir / "files").iterdir())
+        assert store.storage_bytes() == (0, 0)
+
+
+def test_openapi_docs_are_served(idle):
+    assert idle.get("/docs").status_code == 200
+    paths = idle.get("/openapi.json").json()["paths"]
+    assert {"/v1/talking-face", "/v1/jobs", "/v1/batches", "/v1/files", "/readyz"} <= set(paths)
+
+
+def test_jobs_command_reads_the_same_store(tmp_path, seeded_weights_dir, monkeypatch, capsys):
+    from service.cli import main
+    settings = make_settings(tmp_path, seeded_weights_dir)
+    with TestClient(create_app(settings)) as client:
+        image, audio = upload(client, FACE, "f.jpg")["id"], upload(client, wav_bytes(0.5), "a.wav")["id"]
+        job_id = client.post("/v1/jobs", json={"inputs": {"image": image, "audio": audio}}).json()["id"]
+    monkeypatch.setenv("TALKINGFACE_DATA_DIR", str(settings.data_dir))
+    assert main(["jobs", "list"]) == 0 and job_id in capsys.readouterr().out
+    assert main(["jobs", "cancel", job_id]) == 0 and '"status": "canceled"' in capsys.readouterr().out
+    assert main(["jobs", "cancel", job_id]) == 2 and "already canceled" in capsys.readouterr().err
+    assert main(["jobs", "show", "job_nope"]) == 2
