@@ -82,7 +82,10 @@ def create_app(settings: Settings | None = None, start_workers: bool = False) ->
                 executor.stop()
             store.dispose()
 
+    # A request may carry two uploads (image + audio) and form fields; anything larger is
+    # refused while it streams in, before it reaches a temporary file.
     app = FastAPI(title="talkingface", version="0.1.0", lifespan=lifespan,
+                  max_body_size=2 * settings.max_upload_bytes + (1 << 20),
                   description="Talking-face video from a photo and a voice clip, as durable jobs.")
     app.state.settings = settings
     app.state.store = store

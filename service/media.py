@@ -92,6 +92,10 @@ def _tail(f: IO[bytes], n: int = 2000) -> str:
 # ---------------------------------------------------------------------------- images
 
 
+class ImageTooLarge(InvalidInput):
+    """An image, but with more pixels than accepted."""
+
+
 def read_image(source: Source, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode an uploaded photo into an RGB array.
 
@@ -113,7 +117,7 @@ def read_image(source: Source, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray
         # `formats` stops Pillow from trying its other ~40 decoders on untrusted bytes.
         with Image.open(fp, formats=IMAGE_FORMATS) as img:
             if img.width * img.height > max_pixels:
-                raise InvalidInput(
+                raise ImageTooLarge(
                     f"{name} is {img.width}x{img.height} pixels; "
                     f"at most {max_pixels:,} pixels are accepted"
                 )
@@ -125,7 +129,7 @@ def read_image(source: Source, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray
     except FileNotFoundError:
         raise InvalidInput(f"cannot read {name}: no such file") from None
     except Image.DecompressionBombError:  # only reached when max_pixels exceeds Pillow's cap
-        raise InvalidInput(f"{name} has too many pixels") from None
+        raise ImageTooLarge(f"{name} has too many pixels") from None
     except (OSError, SyntaxError, ValueError, EOFError):
         # UnidentifiedImageError and "image file is truncated" are both OSErrors.
         raise InvalidInput(f"{name} is not an image (JPEG, PNG, WebP or BMP expected)") from None

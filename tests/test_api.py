@@ -336,6 +336,15 @@ def test_retention_deletes_old_uploads_and_results(tmp_path, seeded_weights_dir)
         assert store.storage_bytes() == (0, 0)
 
 
+def test_oversized_request_bodies_are_refused_while_streaming(tmp_path, seeded_weights_dir):
+    settings = make_settings(tmp_path, seeded_weights_dir, max_upload_bytes=10_000)
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/files", files={"file": ("big.bin", b"x" * 50_000)})
+        assert_error(r, 413, "too_large")
+        files_dir = settings.data_dir / "files"
+        assert not files_dir.exists() or not any(files_dir.iterdir())
+
+
 def test_openapi_docs_are_served(idle):
     assert idle.get("/docs").status_code == 200
     paths = idle.get("/openapi.json").json()["paths"]

@@ -45,7 +45,7 @@ def install(app: FastAPI):
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "too_large"}
         return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
 
     @app.exception_handler(Exception)

@@ -29,9 +29,10 @@ def classify(path, settings):
     try:
         media.read_image(path, max_pixels=settings.max_image_pixels)
         return "image"
-    except InvalidInput as exc:
-        if "pixels" in exc.message:       # an image, but too large: say so, not "unknown format"
-            raise
+    except media.ImageTooLarge:
+        raise                           # an image, but too large: say so, not "unknown format"
+    except InvalidInput:
+        pass
     with open(path, "rb") as f:
         head = f.read(512)
     if media.sniff_container(head) is None:
