@@ -143,6 +143,10 @@ class Worker:
                                  max_seconds=settings.max_audio_seconds)
         media.check_speech(audio, 16000)
         options = job["options"] or {}
+        if options.get("seed") is not None:
+            # ATVGnet is deterministic; models that sample draw from this seed.
+            import torch
+            torch.manual_seed(int(options["seed"]))
         pipe = self.pipeline(job["model"])
         sample = TalkingFaceInput(image=image, audio=audio, sample_rate=16000,
                                   face_index=int(options.get("face_index", 0)))
