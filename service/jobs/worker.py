@@ -11,6 +11,8 @@ import signal
 import threading
 import time
 
+import torch
+
 from models import TalkingFaceInput, registry
 from models.errors import TalkingFaceError
 from service import media
@@ -145,7 +147,6 @@ class Worker:
         options = job["options"] or {}
         if options.get("seed") is not None:
             # ATVGnet is deterministic; models that sample draw from this seed.
-            import torch
             torch.manual_seed(int(options["seed"]))
         pipe = self.pipeline(job["model"])
         sample = TalkingFaceInput(image=image, audio=audio, sample_rate=16000,
@@ -171,11 +172,7 @@ class Worker:
 
 
 def _gpu_memory():
-    try:
-        import torch
-        return int(torch.cuda.memory_allocated()) if torch.cuda.is_available() else None
-    except Exception:
-        return None
+    return int(torch.cuda.memory_allocated()) if torch.cuda.is_available() else None
 
 
 def worker_main(settings_json, worker_id=None):
