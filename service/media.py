@@ -1,6 +1,8 @@
 """Untrusted uploads in, MP4 out: image and audio decoding, and a streaming MP4 writer.
 
-Everything a user uploads goes through this module before a model sees it. The rules:
+Everything a user uploads goes through this module before a model sees it; audio
+decoding itself lives in ``models.perception.decode`` (dataset preparation uses it too)
+and is re-exported here. The rules:
 
 - **Content decides, never the name.** Images are opened by Pillow restricted to JPEG,
   PNG, WebP and BMP. Audio containers are recognised by their magic bytes and that
@@ -22,7 +24,6 @@ chunk (H.264 yuv420p + AAC, ``+faststart``), so memory does not grow with clip l
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import logging
@@ -32,61 +33,26 @@ import subprocess
 import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Mapping, Union
+from typing import IO, Mapping
 
 import ffmpeg
 import numpy as np
 from PIL import Image, ImageOps
 
 from models.errors import InvalidInput
+from models.perception.decode import (  # noqa: F401  (re-exported)
+    DECODE_TIMEOUT_S, MAX_AUDIO_SECONDS, Source, _name, _read_head, _tail, ffmpeg_exe, read_audio,
+    sniff_container)
 
 logger = logging.getLogger(__name__)
 
-Source = Union[str, os.PathLike, bytes]
 
 MAX_IMAGE_PIXELS = 50_000_000  # a 48 MP phone photo passes; ~150 MB once decoded to RGB
-MAX_AUDIO_SECONDS = 600.0
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
-DECODE_TIMEOUT_S = 300  # a hostile file must not hold a worker forever
 SILENCE_PEAK = 1e-4  # below this peak amplitude (full scale = 1.0) a clip counts as silent
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-@functools.lru_cache(maxsize=1)
-def ffmpeg_exe() -> str:
-    """The ffmpeg binary: the system's if on PATH, else the one imageio-ffmpeg ships."""
-    system = shutil.which("ffmpeg")
-    if system:
-        return system
-    import imageio_ffmpeg  # imported late: only needed where ffmpeg is not installed
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def _name(source: Source) -> str:
-    """How an error message refers to ``source``: its file name, or 'the upload'."""
-    return "the upload" if isinstance(source, bytes) else repr(os.path.basename(os.fspath(source)))
-
-
-def _read_head(source: Source, n: int) -> bytes:
-    """The first ``n`` bytes of a path or bytes; a missing file is a user error."""
-    if isinstance(source, bytes):
-        return source[:n]
-    try:
-        with open(source, "rb") as f:
-            return f.read(n)
-    except OSError as e:
-        raise InvalidInput(f"cannot read {_name(source)}: {e.strerror or e}") from None
-
-
-def _tail(f: IO[bytes], n: int = 2000) -> str:
-    """The last ``n`` bytes of a (stderr) file, for error messages."""
-    f.flush()
-    f.seek(0, os.SEEK_END)
-    f.seek(max(0, f.tell() - n))
-    return f.read().decode("utf-8", "replace").strip()
 
 
 # ---------------------------------------------------------------------------- images
@@ -148,106 +114,6 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- audio
-
-
-def sniff_container(head: bytes) -> str | None:
-    """The ffmpeg demuxer for a file's first bytes, or None if it is not a known container.
-
-    Audio files, and the video containers whose audio track is accepted too.
-    """
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "wav"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return "avi"
-    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
-        return "aiff"
-    if head[:4] == b"OggS":
-        return "ogg"
-    if head[:4] == b"fLaC":
-        return "flac"
-    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML header: Matroska and WebM
-        return "matroska"
-    # ISO-BMFF (mp4, m4a, mov, 3gp): a box type at offset 4; old QuickTime files may
-    # open with a box other than ftyp.
-    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
-        return "mov"
-    if head[:3] == b"ID3":
-        return "mp3"
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
-        # 11-bit frame sync; layer bits 00 mean ADTS AAC rather than MPEG audio.
-        return "aac" if head[1] & 0x06 == 0 else "mp3"
-    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:  # MPEG-TS packets
-        return "mpegts"
-    return None
-
-
-def read_audio(
-    source: Source, sample_rate: int = 16000, max_seconds: float = MAX_AUDIO_SECONDS
-) -> np.ndarray:
-    """Decode the first audio track of an uploaded file to mono float32.
-
-    Args:
-        source (`str | os.PathLike | bytes`): a file path or the file's bytes; audio
-            (WAV, MP3, AAC, Ogg, FLAC, AIFF) or a video container (MP4/MOV, MKV/WebM,
-            AVI, MPEG-TS) with an audio track.
-        sample_rate (`int`, defaults to 16000): output rate in Hz.
-        max_seconds (`float`, defaults to `MAX_AUDIO_SECONDS`): longest clip accepted.
-
-    Returns:
-        `np.ndarray`: float32 (N,) at `sample_rate`; stereo is averaged to mono.
-
-    Raises:
-        InvalidInput: unknown content, a decode failure, no audio track, or too long.
-    """
-    name = _name(source)
-    head = _read_head(source, 512)
-    if not head:
-        raise InvalidInput(f"{name} is not an audio file (it is empty)")
-    demuxer = sniff_container(head)
-    if demuxer is None:
-        raise InvalidInput(f"{name} is not an audio file (unknown format)")
-
-    with tempfile.TemporaryDirectory(prefix="media-") as tmp:
-        if isinstance(source, bytes):
-            # Bytes go through a file, not stdin: MP4s from phones keep their index (the
-            # moov box) at the end, and the mov demuxer must seek back to read samples.
-            path = os.path.join(tmp, "input")
-            with open(path, "wb") as f:
-                f.write(source)
-        else:
-            path = os.path.abspath(source)
-        source_audio = ffmpeg.input(
-            "file:" + path, format=demuxer, protocol_whitelist="file,pipe")["a:0"]
-        cmd = (
-            ffmpeg.output(
-                source_audio, "pipe:1", format="f32le", ac=1, ar=sample_rate,
-                # Mix channels with weights summing to 1 (stereo -> (L+R)/2, as librosa
-                # does); ffmpeg's default for float output is +3 dB louder.
-                rematrix_maxval=1.0,
-                # One second past the cap is enough to tell "too long" without decoding it all.
-                t=f"{max_seconds + 1.0:.3f}",
-            )
-            .global_args("-hide_banner", "-nostdin", "-nostats", "-loglevel", "error")
-            .compile(cmd=ffmpeg_exe())
-        )
-        with open(os.path.join(tmp, "stderr"), "w+b") as err:
-            try:
-                done = subprocess.run(
-                    cmd, stdout=subprocess.PIPE, stderr=err, timeout=DECODE_TIMEOUT_S, check=False
-                )
-            except subprocess.TimeoutExpired:
-                raise InvalidInput(f"{name} could not be decoded in {DECODE_TIMEOUT_S} s") from None
-            if done.returncode != 0:
-                log = _tail(err)
-                logger.info("ffmpeg could not decode %s: %s", name, log)
-                if "matches no streams" in log:
-                    raise InvalidInput(f"{name} has no audio track")
-                raise InvalidInput(f"{name} is not an audio file (it could not be decoded)")
-
-    audio = np.frombuffer(done.stdout, dtype="<f4").astype(np.float32)
-    if len(audio) > round(max_seconds * sample_rate):
-        raise InvalidInput(f"{name} is longer than {max_seconds:g} s, the longest accepted")
-    return audio
 
 
 def has_video_stream(path: str | os.PathLike) -> bool:
