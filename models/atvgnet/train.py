@@ -1,0 +1,976 @@
+"""Training of ATVGnet's two stages on a prepared dataset folder.
+
+Chen, Maddox, Duan and Xu, "Hierarchical Cross-Modal Talking Face Generation with Dynamic
+Pixel-Wise Loss", CVPR 2019 (arXiv:1905.03820). The losses, the clip sampling and the
+optimiser settings follow the authors' training code (github.com/lelechen63/ATVGnet,
+``code/atnet.py``, ``code/vgnet.py`` and ``code/dataset.py``):
+
+* AT-net (``atnet.py`` l. 144-146): ``MSE(AT-net(example, mfccs), targets)`` on the 6 PCA
+  coefficients of 16 frames. The clip (``dataset.py`` l. 51-70,
+  ``LRW_1D_lstm_landmark_pca``): landmarks x5, minus the PCA mean, times the first 6
+  components; the example landmark is frame ``r``, ``r`` drawn from 3..7, the targets
+  are frames ``r+1 .. r+16`` and the audio their 16 MFCC windows.
+* VG-net (``vgnet.py`` l. 111-175): with the mouth weighting
+  ``w = 1 everywhere, 100 at coordinates 97, 99, ..., 135`` (the y coordinates of
+  mouth points 48-67, l. 111-115) and ``mse_w(a, b) = MSE(a * w, b * w)``:
+
+      loss_disc = BCE(D(real), 1) + BCE(D(fake), 0)
+                  + mse_w(D_lmark(fake), lmark) + mse_w(D_lmark(real), lmark)   (l. 145-154)
+      loss_g    = 10 * mean(|fake - real| * (attention.detach() + 0.5))      (l. 170-173)
+                  + BCE(D(fake), 1) + mse_w(D_lmark(fake), lmark)
+
+  The clip (``dataset.py`` l. 318-357, ``LRWdataset1D_lstm_gt``): 16 consecutive frames
+  in [-1, 1] and their landmarks x5, the example image and landmark from a random frame
+  of the same video.
+* Both: Adam, lr 2e-4, betas (0.5, 0.999); batch 16 (AT-net) and 10 (VG-net); 10 and 5
+  epochs; the generators start from N(0, 0.02) weights (``initialize_weights``), the
+  discriminator from PyTorch's defaults.
+
+Deviations, none of which changes a loss:
+
+* One VG-net forward per step: the authors run the generator a second time for its own
+  update (``vgnet.py`` l. 164) with unchanged weights; that second pass differs only
+  in its dropout masks and in updating the BatchNorm running statistics twice.
+* The VG-net landmarks are the dataset's landmarks x5 as in the authors' dataset
+  (``landmarks="raw"``). ``landmarks="pca"`` feeds instead their reconstruction from 6
+  PCA coefficients, the landmarks VG-net sees at inference.
+* The example frame of a VG-net clip is drawn from the whole video (the authors draw
+  from the 29 frames of an LRW clip, which is the same thing for LRW); the clip start
+  is drawn uniformly, since the prepared videos have no fixed clip list.
+* AT-net clips start at the beginning of each video as the authors' do; with
+  ``whole_video=True`` the example frame is drawn from anywhere in a long video.
+* Sampling is seeded per (seed, epoch, clip index) and the batch order per
+  (seed, epoch), so a resumed run draws exactly the batches an uninterrupted one would.
+
+Example:
+
+    >>> from models.atvgnet.train import train, load_trained
+    >>> summary = train("data/lrw_prepared", "atnet", "runs/atnet", max_steps=20000)
+    >>> atnet = load_trained("runs/atnet", "atnet")
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from models import weights as weights_lib
+from models.atvgnet.networks import ATNet, GLDiscriminator, VGNet
+from models.errors import InvalidInput
+
+__all__ = [
+    "ATNetClips",
+    "TrainConfig",
+    "Trainer",
+    "VGNetClips",
+    "init_weights",
+    "landmark_loss",
+    "load_trained",
+    "mouth_weights",
+    "pixel_loss",
+    "read_config",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("atnet", "vgnet")
+CLIP_FRAMES = 16  # frames per training clip (GL_Discriminator pools over exactly 16)
+N_COEFFICIENTS = 6  # PCA coefficients AT-net predicts
+EXAMPLE_FRAMES = range(3, 8)  # AT-net example frame r: random.choice(range(3, 8)), dataset.py l. 58
+LANDMARK_SCALE = 5.0  # the authors' landmarks are the normalised ones x5
+MFCC_WINDOW = 28  # MFCC rows per video frame
+MFCC_HOP = 4  # MFCC rows between video frames
+AUTHORS_BATCH = {"atnet": 16, "vgnet": 10}  # atnet.py / vgnet.py --batch_size
+AUTHORS_EPOCHS = {"atnet": 10, "vgnet": 5}  # atnet.py / vgnet.py --max_epochs
+PIXEL_WEIGHT = 10.0  # vgnet.py l. 173: loss = 10 * loss_pix + loss_gen + loss_lmark
+MOUTH_WEIGHT = 100.0  # vgnet.py l. 113-114
+MAX_HISTORY = 1000  # loss points kept in config.json; log.csv has them all
+
+
+# ---------------------------------------------------------------------------------------
+# Dataset folder
+
+
+def _read_manifest(data_dir: Path) -> dict:
+    path = data_dir / "manifest.json"
+    if not path.is_file():
+        raise InvalidInput(f"{data_dir} is not a prepared ATVGnet dataset: manifest.json is missing")
+    with open(path) as f:
+        manifest = json.load(f)
+    if not isinstance(manifest.get("videos"), dict):
+        raise InvalidInput(f"{path} has no 'videos' table")
+    return manifest
+
+
+def _read_pca(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (136,), basis (136, 6)) of the dataset's landmark PCA, float32."""
+    path = data_dir / "pca.npz"
+    if not path.is_file():
+        raise InvalidInput(f"{data_dir} has no pca.npz; prepare the dataset first")
+    with np.load(path, allow_pickle=False) as pca:
+        mean = np.asarray(pca["mean"], dtype=np.float32).reshape(136)
+        basis = np.asarray(pca["basis"], dtype=np.float32)[:, :N_COEFFICIENTS]
+    return mean, np.ascontiguousarray(basis)
+
+
+class _Clips(Dataset):
+    """The ``ok`` videos of one split that are long enough, with seeded per-item sampling."""
+
+    def __init__(self, data_dir, split, seed, arrays, min_frames):
+        self.data_dir = Path(data_dir)
+        self.split = split
+        manifest = _read_manifest(self.data_dir)
+        self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
+        self.epoch = 0
+        self.videos: list[tuple[str, int]] = []  # (name, usable frames)
+        self.skipped: list[str] = []
+        for name in sorted(manifest["videos"]):
+            entry = manifest["videos"][name]
+            if entry.get("status") != "ok" or entry.get("split") != split:
+                continue
+            frames = self._usable_frames(self.data_dir / "videos" / name, arrays)
+            if frames >= min_frames:
+                self.videos.append((name, frames))
+            else:
+                self.skipped.append(name)
+        if self.skipped:
+            logger.info("%s %s: %d clips shorter than %d frames skipped", type(self).__name__, split,
+                        len(self.skipped), min_frames)
+
+    @staticmethod
+    def _usable_frames(folder: Path, arrays) -> int:
+        """Frames for which every array the stage reads has data (0 when a file is missing)."""
+        counts = []
+        for array in arrays:
+            path = folder / f"{array}.npy"
+            if not path.is_file():
+                logger.warning("%s is missing; the clip is skipped", path)
+                return 0
+            rows = np.load(path, mmap_mode="r").shape[0]
+            if array == "mfcc":  # the window of frame k is rows [4k, 4k + 28)
+                rows = max(0, (rows - MFCC_WINDOW) // MFCC_HOP + 1)
+            counts.append(rows)
+        return min(counts)
+
+    def set_epoch(self, epoch: int):
+        """Draw the random frames of ``epoch``; items are a function of (seed, epoch, index)."""
+        self.epoch = int(epoch)
+
+    def _rng(self, index):
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    def _load(self, name, array):
+        return np.load(self.data_dir / "videos" / name / f"{array}.npy", mmap_mode="r")
+
+    def __len__(self):
+        return len(self.videos)
+
+
+class ATNetClips(_Clips):
+    """AT-net training clips: 16 frames of audio and PCA landmark coefficients.
+
+    As the authors' ``LRW_1D_lstm_landmark_pca`` (``code/dataset.py``): the landmarks x5
+    are projected on the first 6 PCA components, ``(lmk * 5 - mean) @ basis[:, :6]``; an
+    example frame ``r`` is drawn from 3..7; the targets are frames ``r+1 .. r+16`` and
+    the audio the MFCC windows of those frames (``mfcc[4k : 4k + 28]`` for frame ``k``
+    in this dataset format, the authors' ``mfcc[(k-3)*4 : (k+4)*4]`` of the unpadded
+    audio). Videos with fewer than 24 usable frames are skipped.
+
+    Args:
+        data_dir (`str` or `Path`): the prepared dataset folder.
+        split (`str`, defaults to ``"train"``): ``"train"`` or ``"test"``.
+        seed (`int`, *optional*): seeds the frame draws; None draws a random seed.
+        whole_video (`bool`, defaults to False): draw ``r`` from 3 .. T-17 instead of
+            3..7, so long videos are used beyond their first second.
+
+    Items are dicts: ``example_landmark`` (6,), ``landmarks`` (16, 6), ``audio``
+    (16, 28, 12) float32, and ``frame`` (the example frame ``r``).
+    """
+
+    def __init__(self, data_dir, split="train", *, seed=None, whole_video=False):
+        self.whole_video = whole_video
+        first = EXAMPLE_FRAMES.start
+        min_frames = (first if whole_video else EXAMPLE_FRAMES.stop - 1) + CLIP_FRAMES + 1
+        super().__init__(data_dir, split, seed, ("landmarks", "mfcc"), min_frames)
+        self.mean, self.basis = _read_pca(self.data_dir)
+
+    def project(self, landmarks: np.ndarray) -> np.ndarray:
+        """(..., 136) normalised landmarks -> (..., 6) PCA coefficients of ``landmarks * 5``."""
+        return (np.asarray(landmarks, np.float32) * np.float32(LANDMARK_SCALE) - self.mean) @ self.basis
+
+    def __getitem__(self, index):
+        name, frames = self.videos[index]
+        rng = self._rng(index)
+        last = frames - CLIP_FRAMES - 1 if self.whole_video else EXAMPLE_FRAMES.stop - 1
+        r = int(rng.integers(EXAMPLE_FRAMES.start, last + 1))
+        coefficients = self.project(self._load(name, "landmarks")[r: r + CLIP_FRAMES + 1])  # (17, 6)
+        mfcc = self._load(name, "mfcc")
+        audio = np.stack([mfcc[MFCC_HOP * k: MFCC_HOP * k + MFCC_WINDOW]
+                          for k in range(r + 1, r + CLIP_FRAMES + 1)]).astype(np.float32)  # (16, 28, 12)
+        return {
+            "example_landmark": torch.from_numpy(coefficients[0].copy()),
+            "landmarks": torch.from_numpy(coefficients[1:].copy()),
+            "audio": torch.from_numpy(audio),
+            "frame": r,
+        }
+
+
+class VGNetClips(_Clips):
+    """VG-net training clips: 16 consecutive frames, their landmarks and an example frame.
+
+    As the authors' ``LRWdataset1D_lstm_gt`` (``code/dataset.py``): images in [-1, 1]
+    (``ToTensor`` then ``Normalize(0.5, 0.5)``), landmarks x5; the example image and
+    landmark come from a random frame of the same video. Videos with fewer than 16
+    usable frames are skipped.
+
+    Args:
+        data_dir (`str` or `Path`): the prepared dataset folder.
+        split (`str`, defaults to ``"train"``): ``"train"`` or ``"test"``.
+        seed (`int`, *optional*): seeds the draws; None draws a random seed.
+        landmarks (`str`, defaults to ``"raw"``): ``"raw"`` gives the landmarks x5, as
+            the authors trained; ``"pca"`` their reconstruction from 6 PCA coefficients,
+            ``((lmk * 5 - mean) @ B) @ B.T + mean``, as AT-net feeds VG-net at inference.
+
+    Items are dicts: ``images`` (16, 3, 128, 128), ``landmarks`` (16, 136),
+    ``example_image`` (3, 128, 128), ``example_landmark`` (136,) float32, and the
+    frame indices ``start`` and ``example_frame``.
+    """
+
+    def __init__(self, data_dir, split="train", *, seed=None, landmarks="raw"):
+        if landmarks not in ("raw", "pca"):
+            raise ValueError(f"landmarks must be 'raw' or 'pca', got {landmarks!r}")
+        super().__init__(data_dir, split, seed, ("frames", "landmarks"), CLIP_FRAMES)
+        self.landmarks = landmarks
+        self.mean, self.basis = _read_pca(self.data_dir) if landmarks == "pca" else (None, None)
+
+    def _landmarks(self, landmarks):
+        x = np.asarray(landmarks, np.float32) * np.float32(LANDMARK_SCALE)
+        if self.landmarks == "pca":
+            x = ((x - self.mean) @ self.basis) @ self.basis.T + self.mean
+        return x.astype(np.float32)
+
+    @staticmethod
+    def _images(frames):
+        """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) in [-1, 1]."""
+        x = torch.from_numpy(np.array(frames, dtype=np.float32)).div_(127.5).sub_(1.0)
+        return x.movedim(-1, -3).contiguous()
+
+    def __getitem__(self, index):
+        name, frames = self.videos[index]
+        rng = self._rng(index)
+        start = int(rng.integers(0, frames - CLIP_FRAMES + 1))
+        example = int(rng.integers(0, frames))
+        images, landmarks = self._load(name, "frames"), self._load(name, "landmarks")
+        return {
+            "images": self._images(images[start: start + CLIP_FRAMES]),
+            "landmarks": torch.from_numpy(self._landmarks(landmarks[start: start + CLIP_FRAMES])),
+            "example_image": self._images(images[example]),
+            "example_landmark": torch.from_numpy(self._landmarks(landmarks[example])),
+            "start": start,
+            "example_frame": example,
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# Losses
+
+
+def mouth_weights(device=None) -> torch.Tensor:
+    """(136,) weights of the landmark regression: 100 on the mouth y coordinates, else 1.
+
+    ``vgnet.py`` l. 111-115 sets ``musk[:, 97 + jj] = 100`` for jj in 0, 2, .., 38:
+    coordinates 97, 99, .., 135, i.e. y of points 48-67 in the interleaved (x, y) layout.
+    """
+    weights = torch.ones(136, device=device)
+    weights[97:136:2] = MOUTH_WEIGHT
+    return weights
+
+
+def landmark_loss(predicted, target, weights):
+    """``MSE(predicted * w, target * w)``, the authors' weighted landmark regression loss."""
+    return F.mse_loss(predicted * weights, target * weights)
+
+
+def pixel_loss(fake, real, attention):
+    """The dynamic pixel-wise loss (Eq. 4-5): ``mean(|fake - real| * (attention + 0.5))``.
+
+    The attention is detached, as in ``vgnet.py`` l. 170-172.
+    """
+    return torch.mean(torch.abs(fake - real) * (attention.detach() + 0.5))
+
+
+def init_weights(network: nn.Module, gain=0.02) -> nn.Module:
+    """The authors' ``initialize_weights(net, 'normal')``: N(0, gain) for Conv/Linear
+    weights with zero bias, N(1, gain) for BatchNorm2d weights with zero bias."""
+
+    def init(module):
+        name = type(module).__name__
+        if hasattr(module, "weight") and ("Conv" in name or "Linear" in name):
+            nn.init.normal_(module.weight, 0.0, gain)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif "BatchNorm2d" in name:
+            nn.init.normal_(module.weight, 1.0, gain)
+            nn.init.zeros_(module.bias)
+
+    return network.apply(init)
+
+
+# ---------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on; written to ``config.json`` as ``train``."""
+
+    data_dir: str
+    stage: str  # "atnet" or "vgnet"
+    out_dir: str
+    split: str = "train"
+    max_steps: int | None = None  # None: the authors' epochs (10 AT-net, 5 VG-net)
+    time_budget: float | None = None  # seconds of this call, then a final checkpoint
+    batch_size: int | None = None  # None: the authors' (16 AT-net, 10 VG-net)
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    width: int = 64  # ATNet channel scale; 64 is the published network
+    ngf: int = 64  # VGNet channel scale; 64 is the published network
+    n_blocks: int = 9  # VGNet residual blocks
+    ema: float | None = None  # decay of an exponential moving average of the generator
+    device: str = "auto"
+    sample_every: int = 500  # steps between sample images; 0 disables
+    log_every: int = 10  # steps between log.csv rows (mean of the steps since the last row)
+    checkpoint_every: int = 1000  # steps between checkpoints; one is always written at the end
+    resume: bool = True
+    seed: int = 0
+    num_workers: int = 0
+    progress: bool = True
+    whole_video: bool = False  # AT-net: example frame anywhere in a video, not only 3..7
+    landmarks: str = "raw"  # VG-net: "raw" (authors) or "pca" (reconstructed, as at inference)
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise InvalidInput(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        self.betas = tuple(self.betas)
+        for name in ("max_steps", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidInput(f"{name} must be at least 1, got {value}")
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise InvalidInput(f"ema must be a decay in (0, 1), got {self.ema}")
+        if self.log_every < 1 or self.checkpoint_every < 1 or self.sample_every < 0:
+            raise InvalidInput("log_every and checkpoint_every must be >= 1, sample_every >= 0")
+
+    @property
+    def network(self) -> dict:
+        """The constructor arguments of the generator."""
+        if self.stage == "atnet":
+            return {"width": self.width}
+        return {"ngf": self.ngf, "n_blocks": self.n_blocks, "use_dropout": True}
+
+
+def _build_network(stage, network_config) -> nn.Module:
+    return ATNet(**network_config) if stage == "atnet" else VGNet(**network_config)
+
+
+def _pick_device(device) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput("device 'cuda' was asked for but no CUDA device is available")
+    return device
+
+
+# ---------------------------------------------------------------------------------------
+# Files
+
+
+def _atomic(path: Path, write):
+    """Write ``path`` through ``write(tmp_path)`` and a rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _save_safetensors(module: nn.Module, path: Path, step: int):
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    _atomic(path, lambda tmp: save_file(state, str(tmp), metadata={"step": str(step)}))
+
+
+def _safetensors_step(path: Path) -> int | None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        step = (f.metadata() or {}).get("step")
+    return None if step is None else int(step)
+
+
+def _write_json(path: Path, data: dict):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+
+    _atomic(path, write)
+
+
+def read_config(out_dir) -> dict:
+    """The ``config.json`` of a training folder."""
+    path = Path(out_dir) / "config.json"
+    if not path.is_file():
+        raise weights_lib.WeightsMissing(f"{path} not found: {out_dir} holds no ATVGnet training run")
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_trained(out_dir, stage, device="cpu", ema=False) -> nn.Module:
+    """The network a training run saved, built from its ``config.json``, in eval mode.
+
+    Args:
+        out_dir (`str` or `Path`): the folder ``train`` wrote.
+        stage (`str`): ``"atnet"`` or ``"vgnet"``; must be the stage of the run.
+        device (`str`, defaults to ``"cpu"``): torch device, or ``"auto"``.
+        ema (`bool`, defaults to False): load the moving-average weights instead.
+
+    Returns:
+        `ATNet` or `VGNet` with the weights loaded strictly.
+    """
+    config = read_config(out_dir)
+    if stage not in STAGES:
+        raise InvalidInput(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    if config.get("stage") != stage:
+        raise InvalidInput(f"{out_dir} holds a {config.get('stage')} run, not {stage}")
+    name = config["files"]["ema" if ema else "generator"]
+    if name is None:
+        raise weights_lib.WeightsMissing(f"{out_dir} has no moving-average weights (trained without ema)")
+    network = _build_network(stage, config["network"])
+    weights_lib.load_weights(network, Path(out_dir) / name, name)
+    return network.to(_pick_device(device)).eval()
+
+
+def _tile_grid(rows: list[list[np.ndarray]]) -> np.ndarray:
+    """Rows of equal-size HxWx3 uint8 tiles -> one image."""
+    return np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
+
+
+def _to_uint8(images: torch.Tensor) -> list[np.ndarray]:
+    """(N, C, H, W) in [-1, 1] (C = 1 or 3; C = 1 in [0, 1]) -> N uint8 HxWx3 arrays."""
+    x = images.detach().float().cpu()
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1) * 2 - 1
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return list(x)
+
+
+def _draw_landmarks(points: dict[tuple[int, int, int], np.ndarray], size=128) -> np.ndarray:
+    """One tile with each (68, 2) point set dotted in its colour, scaled to fit together."""
+    tile = np.full((size, size, 3), 255, np.uint8)
+    everything = np.concatenate(list(points.values()))
+    low, high = everything.min(0), everything.max(0)
+    scale = (size - 12) / max(float((high - low).max()), 1e-6)
+    for colour, xy in points.items():
+        pixels = np.round((xy - low) * scale + 6).astype(int)
+        for x, y in pixels:
+            tile[max(y - 1, 0): y + 2, max(x - 1, 0): x + 2] = colour
+    return tile
+
+
+def _save_png(path: Path, image: np.ndarray):
+    from PIL import Image
+
+    _atomic(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
+
+
+# ---------------------------------------------------------------------------------------
+# Trainer
+
+
+@dataclass
+class _LossLog:
+    """log.csv (and TensorBoard when installed): one row of window means every ``every`` steps."""
+
+    path: Path
+    every: int
+    names: tuple[str, ...]
+    window: dict = field(default_factory=lambda: defaultdict(list))
+    writer: object = None
+
+    def open(self, step: int, tensorboard_dir: Path):
+        """Keep the rows up to ``step`` (those a resumed checkpoint covers), drop the rest."""
+        header = ["step", "time", *self.names]
+        rows = []
+        if step > 0 and self.path.is_file():
+            with open(self.path, newline="") as f:
+                reader = csv.reader(f)
+                if next(reader, None) == header:
+                    rows = [row for row in reader if row and int(row[0]) <= step]
+
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows([header, *rows])
+
+        _atomic(self.path, write)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            self.writer = None
+        else:
+            self.writer = SummaryWriter(str(tensorboard_dir), purge_step=step + 1)
+
+    def add(self, losses: dict):
+        for name, value in losses.items():
+            self.window[name].append(value)
+
+    def flush(self, step: int, seconds: float) -> dict | None:
+        """Write the means of the window as one row; returns them (None for an empty window)."""
+        if not self.window:
+            return None
+        means = {name: float(np.mean(values)) for name, values in self.window.items()}
+        self.window.clear()
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([step, f"{seconds:.3f}", *(f"{means[n]:.8g}" for n in self.names)])
+        if self.writer is not None:
+            for name, value in means.items():
+                self.writer.add_scalar(f"loss/{name}", value, step)
+        return means
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Trainer:
+    """One training run of AT-net or VG-net: networks, optimisers, data, checkpoints.
+
+    ``train`` is the entry point; the class is public so that single steps can be taken
+    (``train_step``) and a checkpoint inspected (``load_checkpoint``).
+
+    Args:
+        config (`TrainConfig`): the run's settings.
+    """
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.stage = config.stage
+        self.device = _pick_device(config.device)
+        self.out_dir = Path(config.out_dir)
+        self.data_dir = Path(config.data_dir)
+
+        # 1. Data
+        if self.stage == "atnet":
+            self.dataset = ATNetClips(self.data_dir, config.split, seed=config.seed,
+                                      whole_video=config.whole_video)
+            mean, basis = self.dataset.mean, self.dataset.basis
+        else:
+            self.dataset = VGNetClips(self.data_dir, config.split, seed=config.seed,
+                                      landmarks=config.landmarks)
+            mean, basis = _read_pca(self.data_dir) if (self.data_dir / "pca.npz").is_file() else (None, None)
+        if len(self.dataset) == 0:
+            raise InvalidInput(f"no usable {config.split} clips in {self.data_dir} for {self.stage} "
+                               f"({len(self.dataset.skipped)} too short)")
+        self.pca_mean, self.pca_basis = mean, basis
+        self.batch_size = config.batch_size or AUTHORS_BATCH[self.stage]
+        self.drop_last = len(self.dataset) >= self.batch_size  # the authors' drop_last=True
+        if not self.drop_last:
+            logger.warning("%d clips, fewer than the batch size %d: one smaller batch per epoch",
+                           len(self.dataset), self.batch_size)
+        self.steps_per_epoch = (len(self.dataset) // self.batch_size if self.drop_last
+                                else math.ceil(len(self.dataset) / self.batch_size))
+
+        # 2. Networks and optimisers
+        torch.manual_seed(config.seed)
+        self.generator = init_weights(_build_network(self.stage, config.network)).to(self.device)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=config.betas)
+        self.discriminator = self.opt_d = None
+        if self.stage == "vgnet":
+            self.discriminator = GLDiscriminator().to(self.device)
+            self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas)
+            self.weights = mouth_weights(self.device)
+        self.ema = None
+        if config.ema is not None:
+            self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
+
+        # 3. Progress
+        self.step = 0
+        self.elapsed = 0.0  # training seconds over all calls
+        self.history: list[dict] = []
+        self.last_saved = None
+        self._outputs = None
+
+    # -- file names -----------------------------------------------------------------------
+    @property
+    def files(self) -> dict:
+        return {
+            "generator": f"{self.stage}.safetensors",
+            "ema": f"{self.stage}_ema.safetensors" if self.ema is not None else None,
+            "discriminator": "discriminator.safetensors" if self.discriminator is not None else None,
+            "state": f"{self.stage}.train.pt",
+        }
+
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        if self.stage == "atnet":
+            return ("loss",)
+        # The names of the authors' log line, vgnet.py l. 183.
+        return ("loss_disc", "loss_real", "loss_fake", "loss_lmark_r", "loss_lmark_f",
+                "loss_g", "loss_gen", "loss_pix", "loss_lmark")
+
+    # -- one step -------------------------------------------------------------------------
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def train_step(self, batch: dict) -> dict:
+        """One optimisation step on ``batch`` (a collated dataset batch); returns the losses."""
+        batch = self._to_device(batch)
+        self.generator.train()
+        if self.stage == "atnet":
+            losses = self._atnet_step(batch)
+        else:
+            losses = self._vgnet_step(batch)
+        if self.ema is not None:
+            self._update_ema()
+        return losses
+
+    def _atnet_step(self, batch):
+        # atnet.py l. 144-149
+        predicted = self.generator(batch["example_landmark"], batch["audio"])  # (B, 16, 6)
+        loss = F.mse_loss(predicted, batch["landmarks"])
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self._outputs = {"predicted": predicted.detach()}
+        return {"loss": loss.item()}
+
+    def _vgnet_step(self, batch):
+        real, landmarks = batch["images"], batch["landmarks"]  # (B, 16, 3, H, W), (B, 16, 136)
+        example_image, example_landmark = batch["example_image"], batch["example_landmark"]
+        ones = torch.ones(real.shape[0], device=self.device)
+        zeros = torch.zeros_like(ones)
+        fake, attention, _, _ = self.generator(example_image, landmarks, example_landmark)
+
+        # Discriminator, vgnet.py l. 141-158
+        self.discriminator.train().requires_grad_(True)
+        score_real, lmark_real = self.discriminator(real, example_landmark)
+        loss_real = F.binary_cross_entropy(score_real, ones)
+        loss_lmark_r = landmark_loss(lmark_real, landmarks, self.weights)
+        score_fake, lmark_fake = self.discriminator(fake.detach(), example_landmark)
+        loss_fake = F.binary_cross_entropy(score_fake, zeros)
+        loss_lmark_f = landmark_loss(lmark_fake, landmarks, self.weights)
+        loss_disc = loss_real + loss_fake + loss_lmark_f + loss_lmark_r
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_disc.backward()
+        self.opt_d.step()
+
+        # Generator, vgnet.py l. 160-176
+        self.discriminator.requires_grad_(False)
+        score_fake, lmark_fake = self.discriminator(fake, example_landmark)
+        loss_lmark = landmark_loss(lmark_fake, landmarks, self.weights)
+        loss_gen = F.binary_cross_entropy(score_fake, ones)
+        loss_pix = pixel_loss(fake, real, attention)
+        loss_g = PIXEL_WEIGHT * loss_pix + loss_gen + loss_lmark
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.discriminator.requires_grad_(True)
+
+        self._outputs = {"fake": fake.detach(), "attention": attention.detach()}
+        values = (loss_disc, loss_real, loss_fake, loss_lmark_r, loss_lmark_f,
+                  loss_g, loss_gen, loss_pix, loss_lmark)
+        return {name: value.item() for name, value in zip(self.loss_names, values)}
+
+    @torch.no_grad()
+    def _update_ema(self):
+        decay = self.config.ema
+        for averaged, current in zip(self.ema.parameters(), self.generator.parameters()):
+            averaged.lerp_(current, 1.0 - decay)
+        for averaged, current in zip(self.ema.buffers(), self.generator.buffers()):
+            averaged.copy_(current)
+
+    # -- data -----------------------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The clip indices of every batch of ``epoch``: a shuffle seeded by (seed, epoch)."""
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.dataset)).tolist()
+        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return batches[: self.steps_per_epoch]
+
+    def _batches(self, epoch: int, skip: int):
+        self.dataset.set_epoch(epoch)
+        # A generator of its own: creating a loader iterator draws a seed, which must not come
+        # from the global RNG (dropout's) or a resumed run would drop out differently.
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        loader = DataLoader(self.dataset, batch_sampler=self.epoch_batches(epoch)[skip:],
+                            num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda",
+                            generator=generator)
+        yield from loader
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _config_json(self) -> dict:
+        train_config = asdict(self.config)
+        train_config["data_dir"] = str(Path(self.config.data_dir).resolve())
+        train_config["out_dir"] = str(self.out_dir.resolve())
+        summary = {}
+        for name in self.loss_names:
+            values = [point[name] for point in self.history if name in point]
+            if values:
+                summary[name] = {"first": values[0], "last": values[-1], "min": min(values)}
+        return {
+            "version": 1,
+            "model": "atvgnet",
+            "stage": self.stage,
+            "network": self.config.network,
+            "step": self.step,
+            "epoch": self.step / self.steps_per_epoch,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "data_dir": train_config["data_dir"],
+            "split": self.config.split,
+            "clips": len(self.dataset),
+            "pca": "pca.npz" if (self.out_dir / "pca.npz").is_file() else None,
+            "pca_source": str((self.data_dir / "pca.npz").resolve()),
+            "files": self.files,
+            "train": train_config,
+            "loss_summary": summary,
+            "loss_history": self.history,
+        }
+
+    def save_checkpoint(self):
+        """Weights, optimiser state, RNG state, then ``config.json``; each file atomically."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        files = self.files
+        _save_safetensors(self.generator, self.out_dir / files["generator"], self.step)
+        if self.ema is not None:
+            _save_safetensors(self.ema, self.out_dir / files["ema"], self.step)
+        if self.discriminator is not None:
+            _save_safetensors(self.discriminator, self.out_dir / files["discriminator"], self.step)
+        state = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "optimizer_g": self.opt_g.state_dict(),
+            "optimizer_d": self.opt_d.state_dict() if self.opt_d is not None else {},
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        _atomic(self.out_dir / files["state"], lambda tmp: torch.save(state, tmp))
+        _write_json(self.out_dir / "config.json", self._config_json())
+        self.last_saved = self.step
+
+    def load_checkpoint(self) -> bool:
+        """Continue from ``out_dir``'s checkpoint; False when there is none to continue."""
+        path = self.out_dir / "config.json"
+        if not path.is_file():
+            return False
+        saved = read_config(self.out_dir)
+        if saved.get("stage") != self.stage:
+            raise InvalidInput(f"{self.out_dir} holds a {saved.get('stage')} run; train {self.stage} "
+                               "into another folder or pass resume=False to overwrite it")
+        if saved.get("network") != self.config.network:
+            raise InvalidInput(f"{self.out_dir} holds a run of {saved.get('network')}, not "
+                               f"{self.config.network}; use the same sizes or resume=False")
+        files = self.files
+        state_path = self.out_dir / files["state"]
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        steps = {"config.json": saved["step"], files["state"]: state["step"]}
+        modules = {"generator": self.generator, "discriminator": self.discriminator, "ema": self.ema}
+        ema_missing = self.ema is not None and not (self.out_dir / files["ema"]).is_file()
+        if ema_missing:  # a run started without ema: the average starts from the current weights
+            logger.warning("%s has no %s; the moving average starts now", self.out_dir, files["ema"])
+            modules["ema"] = None
+        for role, module in modules.items():
+            if module is None:
+                continue
+            weights_path = self.out_dir / files[role]
+            weights_lib.load_weights(module, weights_path, files[role])
+            steps[files[role]] = _safetensors_step(weights_path)
+        if ema_missing:
+            self.ema.load_state_dict(self.generator.state_dict())
+        if len(set(steps.values())) != 1:
+            raise InvalidInput(f"the checkpoint in {self.out_dir} is inconsistent (steps {steps}); "
+                               "it was interrupted while being written: pass resume=False")
+        self.opt_g.load_state_dict(state["optimizer_g"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(state["optimizer_d"])
+        torch.set_rng_state(state["rng_cpu"])
+        if torch.cuda.is_available() and len(state["rng_cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.step = self.last_saved = int(state["step"])
+        self.elapsed = float(state["elapsed"])
+        self.history = list(saved.get("loss_history", []))
+        logger.info("resuming %s from step %d in %s", self.stage, self.step, self.out_dir)
+        return True
+
+    # -- samples --------------------------------------------------------------------------
+    def save_samples(self, batch: dict):
+        """Images of the last step's outputs for ``batch`` into ``out_dir/samples/``."""
+        folder = self.out_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        if self._outputs is None:
+            return
+        if self.stage == "vgnet":
+            rows = []
+            for i in range(min(2, batch["images"].shape[0])):
+                example = _to_uint8(batch["example_image"][i: i + 1])[0]
+                blank = np.zeros_like(example)
+                rows.append([example, *_to_uint8(batch["images"][i])])
+                rows.append([example, *_to_uint8(self._outputs["fake"][i])])
+                rows.append([blank, *_to_uint8(self._outputs["attention"][i])])
+            _save_png(folder / f"vgnet_{self.step:08d}.png", _tile_grid(rows))
+            return
+        predicted = self._outputs["predicted"].cpu().numpy()
+        target = batch["landmarks"].cpu().numpy()
+
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, predicted=predicted, target=target)
+
+        _atomic(folder / f"atnet_{self.step:08d}.npz", write)
+        # Clip 0 as landmarks (PCA reconstruction, x5 space): target green, predicted red.
+        tiles = []
+        for frame in range(predicted.shape[1]):
+            points = {}
+            for colour, coefficients in (((0, 160, 0), target[0, frame]), ((220, 0, 0), predicted[0, frame])):
+                points[colour] = (coefficients @ self.pca_basis.T + self.pca_mean).reshape(68, 2)
+            tiles.append(_draw_landmarks(points))
+        _save_png(folder / f"atnet_{self.step:08d}.png", _tile_grid([tiles[:8], tiles[8:]]))
+
+    # -- the loop -------------------------------------------------------------------------
+    def _copy_pca(self):
+        source = self.data_dir / "pca.npz"
+        if source.is_file():
+            _atomic(self.out_dir / "pca.npz", lambda tmp: shutil.copyfile(source, tmp))
+
+    def run(self) -> dict:
+        """Train until ``max_steps`` (or the authors' epochs) or ``time_budget``; checkpoint.
+
+        Returns a summary dict: ``stage``, ``step``, ``stopped`` (``"max_steps"`` or
+        ``"time_budget"``), ``seconds`` (this call), ``elapsed`` (all calls), ``losses``
+        (means of the last logged window), ``out_dir`` and ``files``.
+        """
+        config = self.config
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not (config.resume and self.load_checkpoint()):
+            self.step, self.history, self.last_saved = 0, [], None
+        self._copy_pca()
+        total = config.max_steps or AUTHORS_EPOCHS[self.stage] * self.steps_per_epoch
+        log = _LossLog(self.out_dir / "log.csv", config.log_every, self.loss_names)
+        log.open(self.step, self.out_dir / "tensorboard")
+
+        start, elapsed_before = time.monotonic(), self.elapsed
+        stopped, last_losses, in_step = "max_steps", {}, False
+        shown = self.loss_names if self.stage == "atnet" else ("loss_disc", "loss_g", "loss_pix")
+        bar = tqdm(total=total, initial=min(self.step, total), desc=self.stage, unit="step",
+                   disable=not config.progress, dynamic_ncols=True)
+        try:
+            while self.step < total and stopped == "max_steps":
+                epoch, skip = divmod(self.step, self.steps_per_epoch)
+                for batch in self._batches(epoch, skip):
+                    in_step = True
+                    losses = self.train_step(batch)
+                    self.step += 1
+                    in_step = False
+                    self.elapsed = elapsed_before + time.monotonic() - start
+                    log.add(losses)
+                    if self.step % config.log_every == 0:
+                        last_losses = self._logged(log)
+                    if config.sample_every and self.step % config.sample_every == 0:
+                        self.save_samples(batch)
+                    if self.step % config.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    bar.update(1)
+                    bar.set_postfix({k: f"{losses[k]:.4g}" for k in shown})
+                    if config.time_budget is not None and time.monotonic() - start >= config.time_budget:
+                        stopped = "time_budget"
+                    if self.step >= total or stopped != "max_steps":
+                        break
+        finally:
+            # Also on KeyboardInterrupt or an error between steps: keep what was trained. A
+            # step cut short leaves the networks half updated, so then the last checkpoint stays.
+            if not in_step:
+                last_losses = self._logged(log) or last_losses
+                if self.last_saved != self.step:
+                    self.save_checkpoint()
+            log.close()
+            bar.close()
+        return {
+            "stage": self.stage,
+            "step": self.step,
+            "stopped": stopped,
+            "seconds": time.monotonic() - start,
+            "elapsed": self.elapsed,
+            "losses": last_losses,
+            "out_dir": str(self.out_dir),
+            "files": {k: v for k, v in self.files.items() if v is not None},
+        }
+
+    def _logged(self, log: _LossLog) -> dict:
+        means = log.flush(self.step, self.elapsed)
+        if means is None:
+            return {}
+        self.history.append({"step": self.step, **means})
+        if len(self.history) > MAX_HISTORY:  # keep the newest point, thin the rest evenly
+            self.history = self.history[:-1:2] + self.history[-1:]
+        return means
+
+
+def train(data_dir, stage, out_dir, *, max_steps=None, time_budget=None, batch_size=None, lr=2e-4,
+          betas=(0.5, 0.999), width=64, ngf=64, n_blocks=9, ema=None, device="auto", sample_every=500,
+          log_every=10, checkpoint_every=1000, resume=True, seed=0, num_workers=0, progress=True,
+          split="train", whole_video=False, landmarks="raw") -> dict:
+    """Train AT-net or VG-net on a prepared dataset folder, as the authors' code does.
+
+    Args:
+        data_dir (`str` or `Path`): the prepared dataset (manifest.json, pca.npz, videos/).
+        stage (`str`): ``"atnet"`` (audio -> landmarks) or ``"vgnet"`` (landmarks -> frames).
+        out_dir (`str` or `Path`): where checkpoints, ``config.json``, ``log.csv`` and
+            ``samples/`` go; one stage per folder.
+        max_steps (`int`, *optional*): optimisation steps in all (resumed runs count the
+            steps already taken); None trains the authors' 10 (AT-net) or 5 (VG-net) epochs.
+        time_budget (`float`, *optional*): seconds this call may train before it stops
+            with a checkpoint.
+        batch_size (`int`, *optional*): clips per step; None is the authors' 16 or 10.
+        lr (`float`, defaults to 2e-4), betas (`tuple`, defaults to (0.5, 0.999)): Adam.
+        width (`int`, defaults to 64): AT-net channel scale.
+        ngf (`int`, defaults to 64), n_blocks (`int`, defaults to 9): VG-net size. The
+            discriminator is always the published one.
+        ema (`float`, *optional*): decay of a moving average of the generator weights,
+            saved as ``<stage>_ema.safetensors``.
+        device (`str`, defaults to ``"auto"``): CUDA when present, else CPU.
+        sample_every (`int`, defaults to 500): steps between sample files (0: never).
+        log_every (`int`, defaults to 10): steps between ``log.csv`` rows.
+        checkpoint_every (`int`, defaults to 1000): steps between checkpoints.
+        resume (`bool`, defaults to True): continue the run found in ``out_dir``.
+        seed (`int`, defaults to 0): seeds initial weights, batch order and clip sampling.
+        num_workers (`int`, defaults to 0): data-loading processes.
+        progress (`bool`, defaults to True): show a tqdm bar.
+        split (`str`, defaults to ``"train"``): the manifest split to train on.
+        whole_video (`bool`, defaults to False): see `ATNetClips`.
+        landmarks (`str`, defaults to ``"raw"``): see `VGNetClips`.
+
+    Returns:
+        `dict`: the summary of `Trainer.run`.
+    """
+    config = TrainConfig(
+        data_dir=str(data_dir), stage=stage, out_dir=str(out_dir), split=split, max_steps=max_steps,
+        time_budget=time_budget, batch_size=batch_size, lr=lr, betas=tuple(betas), width=width, ngf=ngf,
+        n_blocks=n_blocks, ema=ema, device=device, sample_every=sample_every, log_every=log_every,
+        checkpoint_every=checkpoint_every, resume=resume, seed=seed, num_workers=num_workers,
+        progress=progress, whole_video=whole_video, landmarks=landmarks)
+    return Trainer(config).run()
