@@ -6,6 +6,9 @@
     talkingface serve [--host --port --workers]
     talkingface worker
     talkingface jobs list|show ID|cancel ID
+    talkingface data prepare --videos DIR --out DIR
+    talkingface train atvgnet --data DIR --stage atnet|vgnet --out DIR
+    talkingface eval --model atvgnet --data DIR (--weights DIR | --atnet RUN --vgnet RUN)
 
 Problems a user can fix (no face, not an image, missing weights, ...) print one line
 ``error: ...`` and exit with status 2; nothing else is caught.
@@ -128,6 +131,59 @@ def cmd_jobs(args):
     print(json.dumps(job_body(row), indent=2))
 
 
+def cmd_data(args):
+    from models.atvgnet import dataset
+
+    manifest = dataset.prepare(args.videos, args.out, split=args.split, basics_dir=args.basics,
+                               workers=args.workers, seed=args.seed, progress=not args.quiet)
+    statuses = [v["status"] for v in manifest["videos"].values()]
+    print(f"{args.out}: {statuses.count('ok')} clips ready, {statuses.count('no_face')} without a face, "
+          f"{statuses.count('error')} unreadable (manifest.json lists them)")
+
+
+def cmd_train(args):
+    from models.atvgnet import train
+
+    summary = train.train(args.data, args.stage, args.out, max_steps=args.max_steps, time_budget=args.time_budget,
+                          batch_size=args.batch_size, lr=args.lr, width=args.width, ngf=args.ngf,
+                          n_blocks=args.n_blocks, ema=args.ema, device=args.device, resume=not args.restart,
+                          seed=args.seed, progress=not args.quiet)
+    print(json.dumps({k: summary[k] for k in ("stage", "step", "stopped", "out_dir") if k in summary}))
+
+
+def cmd_eval(args):
+    import math
+
+    import numpy as np
+
+    from models import metrics, registry
+    from models.atvgnet import evaluate, train
+    from models.weights import weights_dir
+
+    if args.atnet or args.vgnet:
+        if not (args.atnet and args.vgnet):
+            raise TalkingFaceError("give both --atnet and --vgnet training folders, or --weights")
+        atnet = train.load_trained(args.atnet, "atnet", device=args.device)
+        vgnet = train.load_trained(args.vgnet, "vgnet", device=args.device)
+        pca = None                                   # the dataset's own PCA, as in training
+    else:
+        folder = weights_dir(args.weights)
+        atnet = registry.load_network("atvgnet", "atnet", folder / "atnet_lstm_18.pth")
+        vgnet = registry.load_network("atvgnet", "vgnet", folder / "generator_23.pth")
+        pca = (np.load(folder / "mean_lrw1.npy"), np.load(folder / "U_lrw1.npy"))
+    device = next(atnet.parameters()).device
+    results = evaluate.evaluate(atnet, vgnet, args.data, split=args.split, pca=pca, max_clips=args.max_clips,
+                                device=device)
+    if not results:
+        raise TalkingFaceError(f"no prepared clips in the {args.split} split of {args.data}")
+    print(metrics.format_table(results, add_mean=True))
+    if args.json:
+        clean = {clip: {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+                 for clip, row in results.items()}
+        with open(args.json, "w") as f:
+            json.dump(clean, f, indent=2)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="talkingface", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +237,48 @@ def build_parser():
     job.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "canceled"])
     job.add_argument("--limit", type=int, default=20)
     job.set_defaults(func=cmd_jobs)
+
+    data = sub.add_parser("data", help="prepare training data from talking-head videos")
+    data.add_argument("action", choices=["prepare"])
+    data.add_argument("--videos", required=True, help="folder of videos (any container ffmpeg reads)")
+    data.add_argument("--out", required=True, help="dataset folder to write (resumable)")
+    data.add_argument("--split", type=float, default=0.9, help="fraction of videos for training")
+    data.add_argument("--basics", help="folder with the authors' normalisation arrays (default: weights folder)")
+    data.add_argument("--workers", type=int, help="parallel videos (default: up to 4)")
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("-q", "--quiet", action="store_true")
+    data.set_defaults(func=cmd_data)
+
+    trn = sub.add_parser("train", help="train a model on a prepared dataset")
+    trn.add_argument("model", choices=["atvgnet"])
+    trn.add_argument("--data", required=True)
+    trn.add_argument("--stage", required=True, choices=["atnet", "vgnet"])
+    trn.add_argument("--out", required=True, help="run folder: checkpoints, config.json, log.csv, samples/")
+    trn.add_argument("--max-steps", type=int)
+    trn.add_argument("--time-budget", type=float, help="seconds; stops cleanly with a checkpoint")
+    trn.add_argument("--batch-size", type=int)
+    trn.add_argument("--lr", type=float, default=2e-4)
+    trn.add_argument("--width", type=int, default=64, help="AT-net channel scale (64 = published)")
+    trn.add_argument("--ngf", type=int, default=64, help="VG-net channel scale (64 = published)")
+    trn.add_argument("--n-blocks", type=int, default=9, help="VG-net residual blocks (9 = published)")
+    trn.add_argument("--ema", type=float, help="keep a moving average of the weights, e.g. 0.999")
+    trn.add_argument("--device", default="auto")
+    trn.add_argument("--seed", type=int, default=0)
+    trn.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    trn.add_argument("-q", "--quiet", action="store_true")
+    trn.set_defaults(func=cmd_train)
+
+    evl = sub.add_parser("eval", help="PSNR, SSIM, LMD, CPBD and lip-sync proxy on a prepared split")
+    evl.add_argument("--model", default="atvgnet", choices=["atvgnet"])
+    evl.add_argument("--data", required=True)
+    evl.add_argument("--split", default="test", choices=["train", "test"])
+    evl.add_argument("--weights", help="the authors' weights folder (default $TALKINGFACE_WEIGHTS_DIR or ./weights)")
+    evl.add_argument("--atnet", help="an AT-net training folder (instead of --weights)")
+    evl.add_argument("--vgnet", help="a VG-net training folder (instead of --weights)")
+    evl.add_argument("--max-clips", type=int)
+    evl.add_argument("--device", default="cpu")
+    evl.add_argument("--json", help="also write the per-clip results here")
+    evl.set_defaults(func=cmd_eval)
     return parser
 
 

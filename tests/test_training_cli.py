@@ -1,0 +1,79 @@
+"""`talkingface data prepare`, `train atvgnet` and `eval` chained on two generated videos."""
+
+import json
+
+import numpy as np
+import pytest
+
+from models.atvgnet import dataset, evaluate, train
+from service.cli import main
+from tests.test_atvgnet_dataset import _face_frames, _speech_like, _write
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, reference_dir):
+    videos = tmp_path_factory.mktemp("videos")
+    _write(videos / "one.mp4", _face_frames(1.2), _speech_like(2.0, seed=1))
+    _write(videos / "two.mp4", _face_frames(0.85), _speech_like(2.0, seed=2))
+    out = tmp_path_factory.mktemp("data")
+    assert main(["data", "prepare", "--videos", str(videos), "--out", str(out), "--basics", str(reference_dir),
+                 "--workers", "1", "--split", "0.5", "-q"]) == 0
+    return out
+
+
+def test_prepare_train_and_evaluate_from_the_command_line(prepared, tmp_path, capsys):
+    assert len(dataset.list_clips(prepared, "train")) == 1 and len(dataset.list_clips(prepared, "test")) == 1
+    statuses = [v["status"] for v in dataset.load_manifest(prepared)["videos"].values()]
+    assert statuses == ["ok", "ok"]
+    for stage, sizes in (("atnet", ["--width", "4"]), ("vgnet", ["--ngf", "8", "--n-blocks", "1"])):
+        assert main(["train", "atvgnet", "--data", str(prepared), "--stage", stage, "--out", str(tmp_path / stage),
+                     "--max-steps", "2", "--batch-size", "1", "--device", "cpu", "-q", *sizes]) == 0
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert summary["stage"] == stage and summary["step"] == 2
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--model", "atvgnet", "--data", str(prepared), "--atnet", str(tmp_path / "atnet"),
+                 "--vgnet", str(tmp_path / "vgnet"), "--json", str(report)]) == 0
+    table = capsys.readouterr().out
+    assert "psnr" in table and "lip_sync" in table and "mean" in table
+    [row] = json.loads(report.read_text()).values()
+    assert row["frames"] == 50 and 0 < row["psnr"] < 100 and -1 <= row["ssim"] <= 1
+
+
+def test_generated_clip_follows_the_pipeline_steps(prepared, tmp_path):
+    # The evaluation's generator must be the inference pipeline's: same networks,
+    # same inputs -> same frames as running VG-net on AT-net's landmarks by hand.
+    import torch
+    from models.atvgnet.networks import ATNet, VGNet
+    torch.manual_seed(0)
+    atnet, vgnet = ATNet(width=4).eval(), VGNet(ngf=8, n_blocks=1).eval()
+    clip = dataset.load_clip(prepared, dataset.list_clips(prepared, "test")[0])
+    with np.load(prepared / "pca.npz") as arrays:
+        mean, basis = arrays["mean"], arrays["basis"]
+    frames = evaluate.generate_clip(atnet, vgnet, clip, mean, basis, chunk=7)
+    m, b = torch.tensor(mean), torch.tensor(basis[:, :6])
+    example = (torch.tensor(clip["landmarks"][:1]) * 5 - m) @ b
+    windows = torch.tensor(np.stack([clip["mfcc"][4 * k: 4 * k + 28] for k in range(len(clip["frames"]))]))
+    with torch.no_grad():
+        landmarks = atnet(example, windows[None])[0] @ b.T + m
+        image = torch.tensor(clip["frames"][0]).permute(2, 0, 1)[None].float() / 127.5 - 1
+        expected = vgnet(image, landmarks[None], example @ b.T + m)[0][0]
+    expected = ((expected + 1) / 2 * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    assert frames.shape == expected.shape
+    assert np.abs(frames.astype(int) - expected).max() <= 1
+
+
+def test_eval_needs_both_training_folders(prepared, tmp_path, capsys):
+    assert main(["eval", "--data", str(prepared), "--atnet", str(tmp_path)]) == 2
+    assert "both --atnet and --vgnet" in capsys.readouterr().err
+
+
+def test_train_refuses_a_missing_dataset(tmp_path, capsys):
+    code = main(["train", "atvgnet", "--data", str(tmp_path / "none"), "--stage", "atnet",
+                 "--out", str(tmp_path / "run"), "--max-steps", "1"])
+    assert code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_training_runs_load_strictly(prepared, tmp_path):
+    train.train(prepared, "atnet", tmp_path / "a", max_steps=1, batch_size=1, width=4, device="cpu", progress=False)
+    net = train.load_trained(tmp_path / "a", "atnet")
+    assert net.config == {"width": 4}
