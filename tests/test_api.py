@@ -150,6 +150,13 @@ def test_files_are_checked_by_content(served):
         assert_error(client.post("/v1/files", files={"file": ("f.jpg", FACE)}), 413, "too_large")
     finally:
         settings.max_upload_bytes = saved
+    saved, settings.max_image_pixels = settings.max_image_pixels, 100 * 100
+    try:
+        r = client.post("/v1/files", files={"file": ("f.jpg", FACE)})
+        assert_error(r, 413, "too_large")
+        assert "pixels" in r.json()["error"]["message"]
+    finally:
+        settings.max_image_pixels = saved
 
 
 def test_job_requests_are_validated(served):

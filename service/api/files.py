@@ -66,6 +66,8 @@ async def save_upload(upload: UploadFile, settings, store, field="file"):
             raise APIError(400, "invalid_input", f"'{field}' is empty")
         try:
             kind = await run_in_threadpool(classify, tmp, settings)
+        except media.ImageTooLarge as exc:
+            raise APIError(413, "too_large", f"{field}: {exc.message.replace(tmp, upload.filename or field)}")
         except InvalidInput as exc:
             raise APIError(415, "unsupported_media", f"{field}: {exc.message.replace(tmp, upload.filename or field)}")
         file_id = new_id("file")

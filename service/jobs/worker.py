@@ -14,6 +14,7 @@ import time
 import torch
 
 from models import TalkingFaceInput, registry
+from models.atvgnet.pipeline import pick_device
 from models.errors import TalkingFaceError
 from service import media
 from service.jobs.store import JobStore, LeaseLost, new_id
@@ -41,14 +42,13 @@ class Worker:
         self.pipelines = {}
         self.stop = threading.Event()
         self.current = None             # id of the job being run
-        self.device = settings.device
+        self.device = str(pick_device(settings.device))
 
     # -- model cache ---------------------------------------------------------------
     def pipeline(self, model):
         if model not in self.pipelines:
             log.info("loading %s", model)
             self.pipelines[model] = registry.load(model, weights=self.settings.weights_dir, device=self.device)
-            self.device = self.pipelines[model].info.get("device", self.device)
         return self.pipelines[model]
 
     # -- loop ----------------------------------------------------------------------
