@@ -302,6 +302,8 @@ def test_readiness_needs_a_worker(idle, served):
 
 def test_models_workers_stats(served):
     client, _ = served
+    r = client.post("/v1/talking-face", files={"image": ("face.jpg", FACE), "audio": ("a.wav", wav_bytes(0.5))})
+    assert r.status_code == 200
     model = client.get("/v1/models").json()["data"][0]
     assert model["id"] == "atvgnet" and model["ready"] and model["workers"]
     assert {w["name"] for w in model["weights"]} >= {"atnet_lstm_18.pth", "generator_23.pth"}
