@@ -6,6 +6,7 @@
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from models import weights as weights_lib
 from models.errors import UnknownModel
@@ -15,6 +16,7 @@ ATVGNET_SOURCE = ("the authors' Google Drive folder linked from the README of "
                   "github.com/lelechen63/ATVGnet (section Running)")
 ATVGNET_BASICS = "the basics/ folder of github.com/lelechen63/ATVGnet"
 ATVGNET_LICENCE = "no licence stated by the authors; research use"
+DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "demo"
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class ModelSpec:
     pipeline: str                     # "module:Class" with a from_pretrained(directory, device)
     networks: dict = field(default_factory=dict)
     files: tuple = ()
+    demo: Path | None = None          # folder of the demo weights the project ships
 
 
 REGISTRY = {
@@ -40,6 +43,7 @@ REGISTRY = {
         paper="Chen et al., Hierarchical Cross-Modal Talking Face Generation with Dynamic "
               "Pixel-Wise Loss, CVPR 2019",
         pipeline="models.atvgnet.pipeline:ATVGnetPipeline",
+        demo=DEMO_WEIGHTS / "atvgnet",
         networks={
             "atnet": NetworkSpec("models.atvgnet.networks:ATNet", "atnet_lstm_18.pth"),
             "vgnet": NetworkSpec("models.atvgnet.networks:VGNet", "generator_23.pth"),
@@ -98,13 +102,44 @@ def load_network(system, network, checkpoint, **config):
     return net.eval()
 
 
-def load(system, weights=None, device="auto", **options):
-    """The inference pipeline of ``system`` with its weights from the folder ``weights``.
+def resolve_weights(system, weights=None):
+    """Which weights ``load`` uses: ``(kind, folder)``, kind "authors" or "project".
 
-    ``weights`` None means ``$TALKINGFACE_WEIGHTS_DIR``, else ``./weights``.
+    In order: the folder ``weights`` when given (the authors' files, or a folder this
+    project trained, marked by ``config.json``); else the authors' files in
+    ``$TALKINGFACE_WEIGHTS_DIR`` or ``./weights``; else the demo weights shipped with the
+    project. When none is usable the authors' folder is returned, so that loading it
+    names the missing files.
     """
     model = spec(system)
-    return _import(model.pipeline).from_pretrained(weights_lib.weights_dir(weights), device=device, **options)
+    authors_complete = lambda folder: all(weights_lib.locate(f, folder) or f.optional  # noqa: E731
+                                          for f in model.files)
+    folder = weights_lib.weights_dir(weights)
+    if weights is not None:
+        return ("project" if (folder / "config.json").is_file() else "authors"), folder
+    if authors_complete(folder):
+        return "authors", folder
+    if model.demo and (model.demo / "config.json").is_file():
+        return "project", model.demo
+    return "authors", folder
+
+
+def load(system, weights=None, device="auto", **options):
+    """The inference pipeline of ``system`` with the weights ``resolve_weights`` picks."""
+    kind, folder = resolve_weights(system, weights)
+    pipeline = _import(spec(system).pipeline)
+    if kind == "project":
+        return pipeline.from_project(folder, device=device, **options)
+    return pipeline.from_pretrained(folder, device=device, **options)
+
+
+def weights_ready(system, weights=None):
+    """``(kind, folder, missing)``: the weights ``load`` would use, and which files it lacks."""
+    kind, folder = resolve_weights(system, weights)
+    if kind == "project":
+        return kind, folder, []
+    missing = [f.name for f, path in file_status(system, folder) if path is None and not f.optional]
+    return kind, folder, missing
 
 
 def file_status(system, weights=None):

@@ -63,6 +63,9 @@ def cmd_models(args):
 
     for name, model in registry.REGISTRY.items():
         print(f"{name}  [{model.task}]  {model.paper}")
+        kind, folder, missing = registry.weights_ready(name, args.weights)
+        state = "ready" if not missing else "not ready"
+        print(f"  uses the {'authors' if kind == 'authors' else 'project-trained'} weights in {folder} ({state})")
         for file, path in registry.file_status(name, args.weights):
             state = "found  " if path else ("absent " if file.optional else "MISSING")
             print(f"  {state} {file.name:<22} {file.role}")

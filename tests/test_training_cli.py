@@ -77,3 +77,60 @@ def test_training_runs_load_strictly(prepared, tmp_path):
     train.train(prepared, "atnet", tmp_path / "a", max_steps=1, batch_size=1, width=4, device="cpu", progress=False)
     net = train.load_trained(tmp_path / "a", "atnet")
     assert net.config == {"width": 4}
+
+
+@pytest.fixture(scope="module")
+def exported(prepared, reference_dir, tmp_path_factory):
+    """Two tiny training runs exported as a project weights folder."""
+    from models.atvgnet.export import BASICS, export_weights
+    runs = tmp_path_factory.mktemp("runs")
+    train.train(prepared, "atnet", runs / "atnet", max_steps=1, batch_size=1, width=4, device="cpu", progress=False)
+    train.train(prepared, "vgnet", runs / "vgnet", max_steps=1, batch_size=1, ngf=8, n_blocks=1, device="cpu",
+                progress=False)
+    basics = {k: np.load(reference_dir / f"{k}.npy") for k in BASICS}
+    return export_weights(runs / "atnet", runs / "vgnet", prepared, basics, tmp_path_factory.mktemp("w") / "mine",
+                          name="mine (test)")
+
+
+def test_exported_weights_drive_the_pipeline(exported):
+    from models import TalkingFaceInput, registry
+    from service import media
+    from tests.conftest import EXAMPLES
+    assert registry.resolve_weights("atvgnet", exported) == ("project", exported)
+    pipe = registry.load("atvgnet", weights=exported, device="cpu")
+    assert pipe.info["weights"] == "mine (test)" and pipe.scale_components is False
+    assert pipe.atnet.config == {"width": 4} and pipe.vgnet.config["ngf"] == 8
+    audio = media.read_audio(EXAMPLES / "speech.wav")[:16000]
+    video = pipe(TalkingFaceInput(image=media.read_image(EXAMPLES / "face.jpg"), audio=audio, sample_rate=16000))
+    assert video.frames.shape == (24, 128, 128, 3)
+
+
+def test_exported_weights_are_checked_against_their_sums(exported, tmp_path):
+    import shutil
+    from models import registry
+    from models.weights import WeightsInvalid
+    copy = tmp_path / "copy"
+    shutil.copytree(exported, copy)
+    with open(copy / "atnet.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\0\0\0\1")
+    with pytest.raises(WeightsInvalid, match="SHA256SUMS"):
+        registry.load("atvgnet", weights=copy, device="cpu")
+
+
+def test_weights_are_picked_in_order(exported, seeded_weights_dir, tmp_path, monkeypatch):
+    from dataclasses import replace
+    from models import registry
+    monkeypatch.delenv("TALKINGFACE_WEIGHTS_DIR", raising=False)
+    spec = registry.REGISTRY["atvgnet"]
+    monkeypatch.setitem(registry.REGISTRY, "atvgnet", replace(spec, demo=exported))
+    # 1. an explicit folder; 2. the authors' files in the default folder; 3. the shipped demo weights.
+    assert registry.resolve_weights("atvgnet", seeded_weights_dir) == ("authors", seeded_weights_dir)
+    monkeypatch.setenv("TALKINGFACE_WEIGHTS_DIR", str(seeded_weights_dir))
+    assert registry.resolve_weights("atvgnet") == ("authors", seeded_weights_dir)
+    monkeypatch.setenv("TALKINGFACE_WEIGHTS_DIR", str(tmp_path))
+    assert registry.resolve_weights("atvgnet") == ("project", exported)
+    assert registry.weights_ready("atvgnet") == ("project", exported, [])
+    monkeypatch.setitem(registry.REGISTRY, "atvgnet", replace(spec, demo=tmp_path / "none"))
+    kind, folder, missing = registry.weights_ready("atvgnet")
+    assert (kind, folder) == ("authors", tmp_path) and "generator_23.pth" in missing

@@ -27,7 +27,9 @@ whatever the face (``norm_landmarks`` subtracts the image's own shape parameters
 themselves). The released weights were trained and run that way, so it is kept.
 """
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,6 +46,7 @@ from models.types import TalkingFaceInput, Video
 # The demo's exaggeration of PCA components 1-5 of AT-net's output.
 COMPONENT_SCALE = 2 * torch.tensor([1.1, 1.2, 1.3, 1.4, 1.5])
 MIN_AUDIO_SECONDS = 0.3
+PROJECT_CONFIG = "config.json"      # marks a folder of weights trained by this project
 
 
 def pick_device(device="auto") -> torch.device:
@@ -80,6 +83,9 @@ class ATVGnetPipeline:
         device: torch device.
         chunk_frames: frames generated per step; bounds memory.
         half: run the networks under fp16 autocast (CUDA only).
+        scale_components: apply the demo's x2(1.1..1.5) to PCA components 1-5 (on for the
+            authors' weights, as their demo does; networks trained by this project were
+            not trained for it).
         info: what to report about the weights used.
     """
 
@@ -87,7 +93,7 @@ class ATVGnetPipeline:
     sample_rate = features.SAMPLE_RATE
 
     def __init__(self, atnet, vgnet, pca_basis, pca_mean, shape_arrays, device="cpu",
-                 chunk_frames=32, half=False, info=None):
+                 chunk_frames=32, half=False, scale_components=True, info=None):
         self.device = pick_device(device)
         self.atnet = atnet.to(self.device).eval()
         self.vgnet = vgnet.to(self.device).eval()
@@ -96,6 +102,7 @@ class ATVGnetPipeline:
         self.shape_arrays = shape_arrays
         self.chunk_frames = chunk_frames
         self.half = half and self.device.type == "cuda"
+        self.scale_components = scale_components
         self.info = dict(info or {}, model="atvgnet", device=str(self.device))
 
     # -- construction -------------------------------------------------------------------
@@ -122,6 +129,33 @@ class ATVGnetPipeline:
         info = info or {"weights": "given networks", "weights_dir": str(directory)}
         return cls(atnet, vgnet, arrays["U_lrw1"][:, :6], arrays["mean_lrw1"], shape_arrays,
                    device=device, info=info, **options)
+
+    @classmethod
+    def from_project(cls, directory, device="auto", verify=True, **options):
+        """Load weights this project trained (``talkingface weights build-demo`` or an export).
+
+        The folder holds ``config.json``, ``atnet.safetensors``, ``vgnet.safetensors``,
+        ``pca.npz`` (the dataset's PCA) and ``basics.npz`` (the normalisation and crop
+        arrays the data was prepared with), and ``SHA256SUMS`` checked when ``verify``.
+        """
+        directory = Path(directory)
+        config = json.loads((directory / PROJECT_CONFIG).read_text())
+        if verify and (directory / "SHA256SUMS").is_file():
+            for line in (directory / "SHA256SUMS").read_text().splitlines():
+                digest, name = line.split(maxsplit=1)
+                if weights_lib.sha256sum(directory / name) != digest:
+                    raise weights_lib.WeightsInvalid(f"{directory / name} does not match SHA256SUMS")
+        atnet = weights_lib.load_weights(ATNet(**config["atnet"]), directory / "atnet.safetensors",
+                                         "atnet.safetensors")
+        vgnet = weights_lib.load_weights(VGNet(**config["vgnet"]), directory / "vgnet.safetensors",
+                                         "vgnet.safetensors")
+        with np.load(directory / "pca.npz") as pca, np.load(directory / "basics.npz") as basics:
+            shape_arrays = {k: basics[k] for k in ("mean_shape_img", "mean_shape_norm", "S", "base_68")}
+            shape_arrays["base_68_close"] = None
+            mean, basis = pca["mean"], pca["basis"][:, :6]
+        info = {"weights": config.get("name", "project"), "weights_dir": str(directory)}
+        return cls(atnet, vgnet, basis, mean, shape_arrays, device=device,
+                   scale_components=config.get("scale_components", False), info=info, **options)
 
     # -- steps ------------------------------------------------------------------------
     def prepare_reference(self, image, face_index=0) -> Reference:
@@ -165,7 +199,8 @@ class ATVGnetPipeline:
         with torch.autocast(self.device.type, enabled=self.half):
             coefficients, state = self.atnet.step(reference.pca_coefficients, windows, state)
             coefficients = coefficients[0].float()
-            coefficients[:, 1:6] *= COMPONENT_SCALE.to(self.device)
+            if self.scale_components:
+                coefficients[:, 1:6] *= COMPONENT_SCALE.to(self.device)
             landmarks = coefficients @ self.pca.T + self.mean
             frames = self.vgnet(reference.image, landmarks[None], reference.landmark)[0][0]
         return frames.float(), state

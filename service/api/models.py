@@ -17,8 +17,9 @@ def list_models(settings=Depends(get_settings), store=Depends(get_store)):
                   "source": f.source, "sha256": f.sha256, "licence": f.licence}
                  for f, path in registry.file_status(name, settings.weights_dir)]
         serving = [w for w in workers if name in (w["models"] or [])]
+        kind, folder, missing = registry.weights_ready(name, settings.weights_dir)
         data.append({"id": name, "object": "model", "task": spec.task, "paper": spec.paper,
-                     "ready": all(f["found"] or f["optional"] for f in files),
+                     "ready": not missing, "weights_in_use": {"kind": kind, "folder": str(folder)},
                      "weights": files, "device": settings.device,
                      "workers": [{"id": w["id"], "device": w["device"]} for w in serving]})
     return {"object": "list", "data": data}
