@@ -17,6 +17,7 @@ Problems a user can fix (no face, not an image, missing weights, ...) print one 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from models.errors import TalkingFaceError
 
@@ -187,6 +188,14 @@ def cmd_eval(args):
             json.dump(clean, f, indent=2)
 
 
+def cmd_weights(args):
+    from service import demo
+
+    report = demo.build_demo(args.out, work_dir=args.work, atnet_seconds=args.atnet_minutes * 60,
+                             vgnet_seconds=args.vgnet_minutes * 60, seed=args.seed, progress=not args.quiet)
+    print(json.dumps(report, indent=2))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="talkingface", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -282,6 +291,16 @@ def build_parser():
     evl.add_argument("--device", default="cpu")
     evl.add_argument("--json", help="also write the per-clip results here")
     evl.set_defaults(func=cmd_eval)
+
+    wts = sub.add_parser("weights", help="build the demo weights from generated data")
+    wts.add_argument("action", choices=["build-demo"])
+    wts.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "weights" / "demo" / "atvgnet"))
+    wts.add_argument("--work", help="folder for the generated clips, dataset and runs (default: a temporary one)")
+    wts.add_argument("--atnet-minutes", type=float, default=8.0)
+    wts.add_argument("--vgnet-minutes", type=float, default=16.0)
+    wts.add_argument("--seed", type=int, default=0)
+    wts.add_argument("-q", "--quiet", action="store_true")
+    wts.set_defaults(func=cmd_weights)
     return parser
 
 

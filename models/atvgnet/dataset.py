@@ -720,6 +720,7 @@ def prepare(
     out_dir: str | os.PathLike,
     split: float = 0.9,
     basics_dir: str | os.PathLike | None = None,
+    basics: dict | None = None,
     workers: int | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -737,6 +738,9 @@ def prepare(
         videos_dir: folder searched recursively for videos (hidden files skipped).
         out_dir: the dataset folder, created if needed.
         split (float, defaults to 0.9): fraction of the ok clips in the train split.
+        basics (defaults to None): the arrays themselves (``S``, ``mean_shape_img``,
+            ``mean_shape_norm``, ``base_68``) instead of ``basics_dir`` -- for data
+            prepared with the project's own arrays.
         basics_dir (defaults to None): folder of the authors' ``S.npy``,
             ``mean_shape_img.npy``, ``mean_shape_norm.npy`` and ``base_68.npy``; None for
             ``models.weights.weights_dir()``.
@@ -759,7 +763,7 @@ def prepare(
         raise FileNotFoundError(f"{videos_dir} is not a folder")
     if out_dir.exists() and out_dir.resolve() == videos_dir.resolve():
         raise ValueError("out_dir must not be videos_dir")
-    basics = load_basics(basics_dir)
+    basics = load_basics(basics_dir) if basics is None else dict({"base_68_close": None}, **basics)
     face_lib.predictor_path()  # a missing landmark model fails now, not once per video
     if workers is None:
         workers = min(os.cpu_count() or 1, 4)

@@ -64,6 +64,7 @@ class Reference:
 
     photo: np.ndarray          # the input RGB photo
     face: np.ndarray           # aligned 128x128 RGB crop
+    landmarks: np.ndarray      # (68, 2) landmarks of the face in the crop
     image: torch.Tensor        # the crop as VG-net input, (1, 3, 128, 128) in [-1, 1]
     pca_coefficients: torch.Tensor   # (1, 6): AT-net's example landmark
     landmark: torch.Tensor     # (1, 136): VG-net's example landmark
@@ -175,7 +176,7 @@ class ATVGnetPipeline:
         coefficients = (example * 5.0 - self.mean) @ self.pca
         image_tensor = torch.as_tensor(face, device=self.device).permute(2, 0, 1)[None].float() / 127.5 - 1
         return Reference(
-            photo=image, face=face, image=image_tensor, pca_coefficients=coefficients,
+            photo=image, face=face, landmarks=landmarks128, image=image_tensor, pca_coefficients=coefficients,
             landmark=coefficients @ self.pca.T + self.mean, n_faces=n_faces,
             paste_back=preprocess.PasteBack(image, crop, transform))
 
