@@ -189,7 +189,8 @@ def build_demo(out_dir, work_dir=None, atnet_seconds=8 * 60, vgnet_seconds=16 * 
     runs = {}
     for stage, seconds, batch in (("atnet", atnet_seconds, batch_sizes[0]), ("vgnet", vgnet_seconds, batch_sizes[1])):
         runs[stage] = train.train(work / "data", stage, work / "runs" / stage, time_budget=seconds or None,
-                                  max_steps=None if seconds else 1, batch_size=batch, width=sizes["width"],
+                                  # The budget ends the run; without one, a single step (tests).
+                                  max_steps=10**9 if seconds else 1, batch_size=batch, width=sizes["width"],
                                   ngf=sizes["ngf"], n_blocks=sizes["n_blocks"], seed=seed, device="auto",
                                   progress=progress)
     out_dir = export_weights(work / "runs" / "atnet", work / "runs" / "vgnet", work / "data", basics, out_dir,
