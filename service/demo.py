@@ -101,6 +101,9 @@ def make_demo_videos(out_dir: str | os.PathLike, photos: Mapping[str, np.ndarray
 # The project's own crop template and landmark normalisation arrays
 
 
+FACE_TOP, FACE_BOTTOM = 20.0, 129.0   # rows of the brows and the chin in the 163x163 warp
+
+
 def _opened(landmarks, opening):
     """Landmarks with the lower lip and jaw dropped as ``demo_data.animate`` drops them."""
     out = landmarks.astype(np.float64).copy()
@@ -125,6 +128,11 @@ def make_basics(photos: Mapping[str, np.ndarray], seed=0):
         box, landmarks, _ = find_face(np.ascontiguousarray(photo))
         crops.append(crop_face(np.ascontiguousarray(photo), box, landmarks)[1])
     template = np.mean(crops, axis=0)
+    # Place the face as VG-net's 128x128 crop (the warp's [1:129] corner) needs it: the
+    # 68 points span rows 20-129 (brows to chin) and are centred across the crop.
+    top, bottom = template[:, 1].min(), template[:, 1].max()
+    scale = (FACE_BOTTOM - FACE_TOP) / (bottom - top)
+    template = (template - [template[:, 0].mean(), top]) * scale + [64.0, FACE_TOP]
     rng = np.random.default_rng(seed)
     shapes = []
     for crop in crops:
@@ -150,6 +158,7 @@ def score_example(pipe, image, audio, sample_rate=16000):
     quarter of the mouth width and lowered by the largest jaw drop of the clips.
     """
     from models import TalkingFaceInput, metrics
+    from models.atvgnet.evaluate import crop_landmarks
 
     reference = pipe.prepare_reference(image)
     frames = pipe(TalkingFaceInput(image=image, audio=audio, sample_rate=sample_rate)).frames
@@ -159,7 +168,8 @@ def score_example(pipe, image, audio, sample_rate=16000):
     keep = np.ones(frames.shape[1:3], bool)
     keep[max(0, int(y0)):int(np.ceil(y1)) + 1, max(0, int(x0)):int(np.ceil(x1)) + 1] = False
     ssim = float(np.mean([metrics.ssim(reference.face, f, mask=keep) for f in frames]))
-    return {"lip_sync": metrics.lip_sync_proxy(frames, audio, sample_rate), "ssim_outside_mouth": ssim,
+    return {"lip_sync": metrics.lip_sync_proxy(frames, audio, sample_rate, detector=crop_landmarks),
+            "ssim_outside_mouth": ssim,
             "frames": len(frames)}
 
 

@@ -19,13 +19,31 @@ from models.atvgnet.pipeline import COMPONENT_SCALE
 from models.perception import face as face_lib
 
 
+PAD = 48
+
+
+def crop_landmarks(frame):
+    """dlib's 68 landmarks of an aligned 128x128 face crop, or None.
+
+    The face fills the crop edge to edge, where dlib's detector rarely fires; the crop is
+    framed with a replicated border and doubled in size first.
+    """
+    import cv2
+    framed = cv2.copyMakeBorder(np.ascontiguousarray(frame), PAD, PAD, PAD, PAD, cv2.BORDER_REPLICATE)
+    framed = cv2.resize(framed, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+    boxes = face_lib.detect_faces(framed)
+    if not boxes:
+        return None
+    return face_lib.landmarks68(framed, boxes[0]) / 2.0 - PAD
+
+
 def _mouths(frames):
     """(T, 20, 2) dlib mouth landmarks, NaN for frames without a detected face."""
     out = np.full((len(frames), 20, 2), np.nan, np.float32)
     for i, frame in enumerate(frames):
-        boxes = face_lib.detect_faces(frame)
-        if boxes:
-            out[i] = face_lib.landmarks68(frame, boxes[0])[48:68]
+        landmarks = crop_landmarks(frame)
+        if landmarks is not None:
+            out[i] = landmarks[48:68]
     return out
 
 
@@ -66,7 +84,7 @@ def score_clip(real, fake, real_mouth, audio, sample_rate=16000, fps=25):
         "ssim": float(np.mean([metrics.ssim(r, f) for r, f in zip(real, fake)])),
         "lmd": metrics.lmd(real_mouth[seen], fake_mouth[seen]) if seen.any() else float("nan"),
         "cpbd": float(np.mean([metrics.cpbd(g) for g in gray])),
-        "lip_sync": metrics.lip_sync_proxy(fake, audio, sample_rate, fps),
+        "lip_sync": metrics.lip_sync_proxy(fake, audio, sample_rate, fps, detector=crop_landmarks),
         "frames": len(fake),
     }
 
