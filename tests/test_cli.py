@@ -136,3 +136,16 @@ def test_bench_prints_json(reference_dir, capsys):
                 "real_time_factor", "peak_rss_mib", "threads", "device"):
         assert key in result
     assert result["frames"] == 24 and result["weights"] == "random" and result["vgnet_fps_batch16"] > 0
+
+
+def test_readme_example_runs_with_the_shipped_demo_weights(tmp_path, monkeypatch, capsys):
+    # A fresh clone: no weights folder, no environment; the demo weights are used.
+    monkeypatch.delenv("TALKINGFACE_WEIGHTS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "generate", "--image", EXAMPLES / "face.jpg", "--audio", EXAMPLES / "speech.wav",
+                         "-o", "out.mp4", "-q")
+    assert code == 0, err
+    assert "weights: demo" in out
+    info = media.probe(tmp_path / "out.mp4")
+    assert "demo" in info["format"]["tags"]["comment"]
+    assert sorted(s["codec_name"] for s in info["streams"]) == ["aac", "h264"]
