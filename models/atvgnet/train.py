@@ -72,6 +72,7 @@ from tqdm.auto import tqdm
 
 from models import weights as weights_lib
 from models.atvgnet.networks import ATNet, GLDiscriminator, VGNet
+from models.atvgnet.pipeline import pick_device
 from models.errors import InvalidInput
 
 __all__ = [
@@ -390,15 +391,6 @@ def _build_network(stage, network_config) -> nn.Module:
     return ATNet(**network_config) if stage == "atnet" else VGNet(**network_config)
 
 
-def _pick_device(device) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput("device 'cuda' was asked for but no CUDA device is available")
-    return device
-
-
 # ---------------------------------------------------------------------------------------
 # Files
 
@@ -465,7 +457,7 @@ def load_trained(out_dir, stage, device="cpu", ema=False) -> nn.Module:
         raise weights_lib.WeightsMissing(f"{out_dir} has no moving-average weights (trained without ema)")
     network = _build_network(stage, config["network"])
     weights_lib.load_weights(network, Path(out_dir) / name, name)
-    return network.to(_pick_device(device)).eval()
+    return network.to(pick_device(device)).eval()
 
 
 def _tile_grid(rows: list[list[np.ndarray]]) -> np.ndarray:
@@ -572,7 +564,7 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
         self.stage = config.stage
-        self.device = _pick_device(config.device)
+        self.device = pick_device(config.device)
         self.out_dir = Path(config.out_dir)
         self.data_dir = Path(config.data_dir)
 
