@@ -372,3 +372,24 @@ def test_jobs_command_reads_the_same_store(tmp_path, seeded_weights_dir, monkeyp
     assert main(["jobs", "cancel", job_id]) == 0 and '"status": "canceled"' in capsys.readouterr().out
     assert main(["jobs", "cancel", job_id]) == 2 and "already canceled" in capsys.readouterr().err
     assert main(["jobs", "show", "job_nope"]) == 2
+
+
+def test_a_worker_stays_counted_during_a_long_job(tmp_path, seeded_weights_dir):
+    # A job longer than worker_timeout_seconds must not make its worker look dead.
+    settings = make_settings(tmp_path, seeded_weights_dir, worker_timeout_seconds=1.0)
+    worker = Worker(settings)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    with TestClient(create_app(settings)) as client:
+        thread.start()
+        image, audio = upload(client, FACE, "f.jpg")["id"], upload(client, wav_bytes(6.0), "a.wav")["id"]
+        job = client.post("/v1/jobs", json={"inputs": {"image": image, "audio": audio}}).json()
+        wait_for(client, job["id"], statuses=("running",))
+        time.sleep(2.5)                                  # well past the 1-s timeout
+        running = client.get(f"/v1/jobs/{job['id']}").json()
+        assert running["status"] == "running"
+        workers = client.get("/v1/workers").json()["data"]
+        assert [w["current_job"] for w in workers] == [job["id"]]
+        assert client.get("/readyz").status_code == 200
+        client.post(f"/v1/jobs/{job['id']}/cancel")
+        worker.stop.set()
+        thread.join(60)

@@ -102,7 +102,11 @@ def test_served_mp4_worker_killed_mid_job_and_dashboard(tmp_path, weights, chrom
         image, audio = server.upload(FACE, "f.jpg"), server.upload(wav_bytes(8.0), "long.wav")
         job_id = server.client.post("/v1/jobs", json={"inputs": {"image": image, "audio": audio}}).json()["id"]
         server.wait_until(lambda: server.job(job_id)["progress"] > 0.05, 60, "the job did not start")
-        [worker] = [w for w in server.client.get("/v1/workers").json()["data"] if w["current_job"] == job_id]
+        def busy_worker():
+            found = [w for w in server.client.get("/v1/workers").json()["data"] if w["current_job"] == job_id]
+            return found[0] if found else None
+        server.wait_until(lambda: busy_worker() is not None, 30, "no worker reported the job")
+        worker = busy_worker()
         os.kill(worker["pid"], signal.SIGKILL)
         server.wait_until(lambda: server.job(job_id)["status"] in ("succeeded", "failed"), 120,
                           "the job was not finished after its worker died")

@@ -100,9 +100,11 @@ class Worker:
             state["beat"] = time.monotonic()
 
         def keepalive():
-            # Renews the lease while one chunk takes long (model loading, face detection).
+            # Renews the lease while one chunk takes long (model loading, face detection),
+            # and keeps this worker counted as alive however long the job runs.
             while not keepalive_stop.wait(settings.heartbeat_seconds):
                 beat()
+                self.store.worker_heartbeat(self.id, "busy", current_job=job_id, gpu_memory_bytes=_gpu_memory())
 
         def progress(done, total):
             state["progress"] = done / max(total, 1)
