@@ -16,6 +16,10 @@ ATVGNET_SOURCE = ("the authors' Google Drive folder linked from the README of "
                   "github.com/lelechen63/ATVGnet (section Running)")
 ATVGNET_BASICS = "the basics/ folder of github.com/lelechen63/ATVGnet"
 ATVGNET_LICENCE = "no licence stated by the authors; research use"
+DAVS_SOURCE = ("the Google Drive link in the README of "
+               "github.com/Hangz-nju-cuhk/Talking-Face-Generation-DAVS")
+DAVS_LICENCE = "non-commercial research and educational use only (authors' LICENSE)"
+DAVS_CHECKPOINT = "101_DAVS_checkpoint.pth.tar"
 DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "demo"
 
 
@@ -23,6 +27,7 @@ DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "demo"
 class NetworkSpec:
     cls: str            # "module:Class"
     checkpoint: str | None = None   # released file name, None when none is published
+    checkpoint_key: str | None = None   # entry of a file holding several networks' state dicts
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,35 @@ REGISTRY = {
                        licence=ATVGNET_LICENCE, optional=True),
         ),
     ),
+    "davs": ModelSpec(
+        name="davs",
+        task="talking-face",
+        paper="Zhou, Liu, Liu, Luo and Wang, Talking Face Generation by Adversarially "
+              "Disentangled Audio-Visual Representation, AAAI 2019",
+        pipeline="models.davs.pipeline:DAVSPipeline",
+        demo=DEMO_WEIGHTS / "davs",
+        # One released file holds the four inference networks, one entry each (the
+        # authors' Test_Gen_Models); the training-only entries are those the authors'
+        # train.py saves, should such a file be at hand.
+        networks={
+            "id_encoder": NetworkSpec("models.davs.networks:IdentityEncoder", DAVS_CHECKPOINT, "ID_encoder"),
+            "decoder": NetworkSpec("models.davs.networks:Decoder", DAVS_CHECKPOINT, "Decoder"),
+            "mfcc_encoder": NetworkSpec("models.davs.networks:MfccEncoder", DAVS_CHECKPOINT, "mfcc_encoder"),
+            "lip_feature_encoder": NetworkSpec("models.davs.networks:LipFeatureEncoder", DAVS_CHECKPOINT,
+                                               "lip_feature_encoder"),
+            "sequence_discriminator": NetworkSpec("models.davs.networks:SequenceDiscriminator",
+                                                  checkpoint_key="netD_mul"),
+            "word_classifier": NetworkSpec("models.davs.networks:WordClassifier", checkpoint_key="model_fusion"),
+            "domain_discriminator": NetworkSpec("models.davs.networks:DomainDiscriminator",
+                                                checkpoint_key="discriminator_audio"),
+            "id_word_classifier": NetworkSpec("models.davs.networks:IdWordClassifier",
+                                              checkpoint_key="ID_lip_discriminator"),
+        },
+        files=(
+            WeightFile(DAVS_CHECKPOINT, "ID encoder, decoder, MFCC and lip encoders (LRW)", DAVS_SOURCE,
+                       licence=DAVS_LICENCE),
+        ),
+    ),
 }
 
 
@@ -89,16 +123,18 @@ def load_network(system, network, checkpoint, **config):
     """One network of ``system`` in eval mode, with the authors' forward signature.
 
     ``checkpoint`` is a path or a state dict in the authors' file format (``module.``
-    prefixes allowed), or None for freshly initialised weights. ``config`` goes to the
-    constructor (e.g. ``ngf`` of VG-net).
+    prefixes allowed), or None for freshly initialised weights. Where the authors keep
+    several networks in one file (DAVS), the network's entry is taken from it; its own
+    state dict is accepted too. ``config`` goes to the constructor (e.g. ``ngf`` of VG-net).
     """
     model = spec(system)
     if network not in model.networks:
         raise UnknownModel(f"{system} has no network {network!r}; it has {', '.join(model.networks)}")
-    net = _import(model.networks[network].cls)(**config)
+    entry = model.networks[network]
+    net = _import(entry.cls)(**config)
     if checkpoint is not None:
         weights_lib.load_weights(net, checkpoint, name=str(checkpoint) if not isinstance(checkpoint, dict)
-                                 else f"{network} state dict")
+                                 else f"{network} state dict", key=entry.checkpoint_key)
     return net.eval()
 
 

@@ -92,10 +92,15 @@ def strip_module_prefix(state_dict):
     return dict(state_dict)
 
 
-def read_state_dict(checkpoint):
-    """A state dict from a path (.pth/.pt legacy or zip, .safetensors) or a dict, prefix removed."""
+def read_state_dict(checkpoint, key=None):
+    """A state dict from a path (.pth/.pt legacy or zip, .safetensors) or a dict, prefix removed.
+
+    ``key`` names the entry holding the state dict in a checkpoint of several networks
+    (DAVS's ``{"ID_encoder": ..., "Decoder": ...}``); a bare state dict of tensors is
+    taken as it is.
+    """
     if isinstance(checkpoint, dict):
-        return strip_module_prefix(checkpoint)
+        return strip_module_prefix(_entry(checkpoint, key, "checkpoint"))
     path = Path(checkpoint)
     if not path.is_file():
         raise WeightsMissing(f"checkpoint {path} not found")
@@ -109,12 +114,27 @@ def read_state_dict(checkpoint):
         raise WeightsInvalid(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(state_dict, dict):
         raise WeightsInvalid(f"{path} holds a {type(state_dict).__name__}, not a state dict")
-    return strip_module_prefix(state_dict)
+    return strip_module_prefix(_entry(state_dict, key, str(path)))
 
 
-def load_weights(network, checkpoint, name="checkpoint"):
-    """Load ``checkpoint`` into ``network`` strictly; clear error on any key or shape mismatch."""
-    state_dict = read_state_dict(checkpoint)
+def _entry(checkpoint, key, name):
+    """The state dict stored under ``key``, or ``checkpoint`` itself when it is one."""
+    if key is None:
+        return checkpoint
+    if isinstance(checkpoint.get(key), dict):
+        return checkpoint[key]
+    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return checkpoint
+    entries = ", ".join(sorted(str(k) for k in checkpoint)) or "nothing"
+    raise WeightsInvalid(f"{name} has no state dict under {key!r}; it holds {entries}")
+
+
+def load_weights(network, checkpoint, name="checkpoint", key=None):
+    """Load ``checkpoint`` into ``network`` strictly; clear error on any key or shape mismatch.
+
+    ``key``: the entry of a multi-network checkpoint to load (see ``read_state_dict``).
+    """
+    state_dict = read_state_dict(checkpoint, key)
     try:
         network.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
