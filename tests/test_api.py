@@ -308,7 +308,7 @@ def test_models_workers_stats(served):
     assert model["id"] == "atvgnet" and model["ready"] and model["workers"]
     assert {w["name"] for w in model["weights"]} >= {"atnet_lstm_18.pth", "generator_23.pth"}
     workers = client.get("/v1/workers").json()["data"]
-    assert len(workers) == 1 and workers[0]["models"] == ["atvgnet"]
+    assert len(workers) == 1 and "atvgnet" in workers[0]["models"]
     assert workers[0]["device"] in ("cpu", "cuda")        # resolved, never "auto"
     stats = client.get("/v1/stats?minutes=10").json()
     assert len(stats["series"]) == 10 and sum(m["succeeded"] for m in stats["series"]) >= 1
