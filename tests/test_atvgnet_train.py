@@ -2,7 +2,8 @@
 
 Runs on small synthetic datasets in the prepared-dataset format (manifest.json, pca.npz,
 videos/<name>/{frames,landmarks,mouth,mfcc}.npy, audio.wav) with tiny networks; the
-discriminator is always the published one, so VG-net runs use batches of one clip.
+discriminator is the published one unless a test narrows it, so VG-net runs use batches
+of one clip.
 """
 
 import csv
@@ -225,6 +226,32 @@ def test_vgnet_pixel_loss_drops_on_a_fixed_batch(data_dir, tmp_path):
     assert all(np.isfinite(list(step.values())).all() for step in steps)
     pixel = [step["loss_pix"] for step in steps]
     assert np.mean(pixel[-2:]) < 0.8 * np.mean(pixel[:2]), pixel
+
+
+def test_pixel_warmup_trains_the_generator_alone_then_the_authors_losses_start(data_dir, tmp_path):
+    trainer = Trainer(_config(data_dir, tmp_path, "vgnet", lr=1e-3, pixel_warmup=3, disc_width=8))
+    assert trainer.discriminator.image_encoder_dis[0][0].out_channels == 8
+    discriminator = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
+    batch = default_collate([trainer.dataset[0]])
+    warmup = [trainer.train_step(batch) for _ in range(3)]
+    for step in warmup:
+        trainer.step += 1                      # as Trainer.run counts them
+    assert all(set(step) == {"loss_g", "loss_pix"} for step in warmup)
+    assert all(step["loss_g"] == pytest.approx(10 * step["loss_pix"]) for step in warmup)
+    for key, value in trainer.discriminator.state_dict().items():
+        torch.testing.assert_close(value, discriminator[key], rtol=0, atol=0, msg=key)
+    assert warmup[-1]["loss_pix"] < warmup[0]["loss_pix"]
+    after = trainer.train_step(batch)
+    assert set(after) == set(trainer.loss_names)
+    assert any(not torch.equal(v, discriminator[k]) for k, v in trainer.discriminator.state_dict().items())
+
+
+def test_a_warmup_run_logs_empty_discriminator_columns(data_dir, tmp_path):
+    train(data_dir, "vgnet", tmp_path, max_steps=2, pixel_warmup=1, batch_size=1, device="cpu", progress=False,
+          sample_every=0, log_every=1, disc_width=8, **TINY_VGNET)
+    rows = _read_log(tmp_path)
+    assert rows[0]["loss_disc"] == "" and float(rows[0]["loss_pix"]) > 0
+    assert float(rows[1]["loss_disc"]) > 0
 
 
 # ---------------------------------------------------------------------------------------

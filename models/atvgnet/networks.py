@@ -186,19 +186,25 @@ class GLDiscriminator(nn.Module):
     From a 16-frame clip and the example landmark it returns a real/fake score of the
     clip and regresses the landmarks of every frame (added to the example landmark).
     Named ``GL_Discriminator`` in the authors' code.
+
+    Args:
+        width: channels of the first image convolution (then x2, x4, x8); 64 is the
+            authors' network. Smaller widths make reduced-width training runs cheaper.
     """
 
-    def __init__(self):
+    def __init__(self, width=64):
         super().__init__()
+        w = width
+        self.config = {"width": width}
         self.image_encoder_dis = nn.Sequential(
-            conv_norm_act(3, 64, 3, 2, 1, norm=None),
-            conv_norm_act(64, 128, 3, 2, 1),
-            conv_norm_act(128, 256, 3, 2, 1),
-            conv_norm_act(256, 512, 3, 2, 1),
+            conv_norm_act(3, w, 3, 2, 1, norm=None),
+            conv_norm_act(w, 2 * w, 3, 2, 1),
+            conv_norm_act(2 * w, 4 * w, 3, 2, 1),
+            conv_norm_act(4 * w, 8 * w, 3, 2, 1),
         )
         self.encoder = nn.Sequential(nn.Linear(136, 256), nn.ReLU(True), nn.Linear(256, 512), nn.ReLU(True))
         self.decoder = nn.Sequential(nn.Linear(1024, 512), nn.ReLU(True), nn.Linear(512, 136), nn.Tanh())
-        self.img_fc = nn.Sequential(nn.Linear(512 * 8 * 8, 512), nn.ReLU(True))
+        self.img_fc = nn.Sequential(nn.Linear(8 * w * 8 * 8, 512), nn.ReLU(True))
         self.lstm = nn.LSTM(1024, 256, 3, batch_first=True)
         self.lstm_fc = nn.Sequential(nn.Linear(256, 136), nn.Tanh())
         self.decision = nn.Sequential(nn.Linear(256, 1))

@@ -354,6 +354,8 @@ class TrainConfig:
     width: int = 64  # ATNet channel scale; 64 is the published network
     ngf: int = 64  # VGNet channel scale; 64 is the published network
     n_blocks: int = 9  # VGNet residual blocks
+    disc_width: int = 64  # GLDiscriminator channel scale; 64 is the published network
+    pixel_warmup: int = 0  # VG-net: first steps on the pixel loss alone (0: the authors' losses throughout)
     ema: float | None = None  # decay of an exponential moving average of the generator
     device: str = "auto"
     sample_every: int = 500  # steps between sample images; 0 disables
@@ -540,7 +542,9 @@ class _LossLog:
         means = {name: float(np.mean(values)) for name, values in self.window.items()}
         self.window.clear()
         with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow([step, f"{seconds:.3f}", *(f"{means[n]:.8g}" for n in self.names)])
+            # A loss a step did not compute (the discriminator's during a warm-up) is left empty.
+            csv.writer(f).writerow([step, f"{seconds:.3f}", *(f"{means[n]:.8g}" if n in means else ""
+                                                              for n in self.names)])
         if self.writer is not None:
             for name, value in means.items():
                 self.writer.add_scalar(f"loss/{name}", value, step)
@@ -595,7 +599,7 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=config.betas)
         self.discriminator = self.opt_d = None
         if self.stage == "vgnet":
-            self.discriminator = GLDiscriminator().to(self.device)
+            self.discriminator = GLDiscriminator(config.disc_width).to(self.device)
             self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas)
             self.weights = mouth_weights(self.device)
         self.ema = None
@@ -659,6 +663,8 @@ class Trainer:
         ones = torch.ones(real.shape[0], device=self.device)
         zeros = torch.zeros_like(ones)
         fake, attention, _, _ = self.generator(example_image, landmarks, example_landmark)
+        if self.step < self.config.pixel_warmup:
+            return self._pixel_step(fake, real, attention)
 
         # Discriminator, vgnet.py l. 141-158
         self.discriminator.train().requires_grad_(True)
@@ -689,6 +695,21 @@ class Trainer:
         values = (loss_disc, loss_real, loss_fake, loss_lmark_r, loss_lmark_f,
                   loss_g, loss_gen, loss_pix, loss_lmark)
         return {name: value.item() for name, value in zip(self.loss_names, values)}
+
+    def _pixel_step(self, fake, real, attention):
+        """A warm-up step: the generator on the dynamic pixel-wise loss alone, no discriminator.
+
+        Not in the paper. At a third of a full step's cost it lets a short CPU run (the
+        demo weights) spend its steps on learning to draw the mouth before the
+        adversarial terms start.
+        """
+        loss_pix = pixel_loss(fake, real, attention)
+        loss_g = PIXEL_WEIGHT * loss_pix
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self._outputs = {"fake": fake.detach(), "attention": attention.detach()}
+        return {"loss_g": loss_g.item(), "loss_pix": loss_pix.item()}
 
     @torch.no_grad()
     def _update_ema(self):
@@ -887,7 +908,7 @@ class Trainer:
                     if self.step % config.checkpoint_every == 0:
                         self.save_checkpoint()
                     bar.update(1)
-                    bar.set_postfix({k: f"{losses[k]:.4g}" for k in shown})
+                    bar.set_postfix({k: f"{losses[k]:.4g}" for k in shown if k in losses})
                     if config.time_budget is not None and time.monotonic() - start >= config.time_budget:
                         stopped = "time_budget"
                     if self.step >= total or stopped != "max_steps":
@@ -923,7 +944,7 @@ class Trainer:
 
 
 def train(data_dir, stage, out_dir, *, max_steps=None, time_budget=None, batch_size=None, lr=2e-4,
-          betas=(0.5, 0.999), width=64, ngf=64, n_blocks=9, ema=None, device="auto", sample_every=500,
+          betas=(0.5, 0.999), width=64, ngf=64, n_blocks=9, disc_width=64, pixel_warmup=0, ema=None, device="auto", sample_every=500,
           log_every=10, checkpoint_every=1000, resume=True, seed=0, num_workers=0, progress=True,
           split="train", whole_video=False, landmarks="raw") -> dict:
     """Train AT-net or VG-net on a prepared dataset folder, as the authors' code does.
@@ -940,8 +961,10 @@ def train(data_dir, stage, out_dir, *, max_steps=None, time_budget=None, batch_s
         batch_size (`int`, *optional*): clips per step; None is the authors' 16 or 10.
         lr (`float`, defaults to 2e-4), betas (`tuple`, defaults to (0.5, 0.999)): Adam.
         width (`int`, defaults to 64): AT-net channel scale.
-        ngf (`int`, defaults to 64), n_blocks (`int`, defaults to 9): VG-net size. The
-            discriminator is always the published one.
+        ngf (`int`, defaults to 64), n_blocks (`int`, defaults to 9): VG-net size.
+        disc_width (`int`, defaults to 64): VG-net's discriminator channel scale.
+        pixel_warmup (`int`, defaults to 0): VG-net steps on the pixel loss alone before
+            the authors' losses start (not in the paper; see `Trainer._pixel_step`).
         ema (`float`, *optional*): decay of a moving average of the generator weights,
             saved as ``<stage>_ema.safetensors``.
         device (`str`, defaults to ``"auto"``): CUDA when present, else CPU.
@@ -962,7 +985,7 @@ def train(data_dir, stage, out_dir, *, max_steps=None, time_budget=None, batch_s
     config = TrainConfig(
         data_dir=str(data_dir), stage=stage, out_dir=str(out_dir), split=split, max_steps=max_steps,
         time_budget=time_budget, batch_size=batch_size, lr=lr, betas=tuple(betas), width=width, ngf=ngf,
-        n_blocks=n_blocks, ema=ema, device=device, sample_every=sample_every, log_every=log_every,
+        n_blocks=n_blocks, disc_width=disc_width, pixel_warmup=pixel_warmup, ema=ema, device=device, sample_every=sample_every, log_every=log_every,
         checkpoint_every=checkpoint_every, resume=resume, seed=seed, num_workers=num_workers,
         progress=progress, whole_video=whole_video, landmarks=landmarks)
     return Trainer(config).run()
