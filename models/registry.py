@@ -4,6 +4,7 @@
     net = registry.load_network("atvgnet", "vgnet", "generator_23.pth")
 """
 
+import functools
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,10 +161,21 @@ def resolve_weights(system, weights=None):
     return "authors", folder
 
 
+@functools.lru_cache
+def pipeline_class(system):
+    """The pipeline class of ``system``, imported without loading any weights."""
+    return _import(spec(system).pipeline)
+
+
+def accepts_video(system) -> bool:
+    """Whether ``system`` reads lips from a driving video (else a video only gives its sound)."""
+    return bool(getattr(pipeline_class(system), "accepts_video", False))
+
+
 def load(system, weights=None, device="auto", **options):
     """The inference pipeline of ``system`` with the weights ``resolve_weights`` picks."""
     kind, folder = resolve_weights(system, weights)
-    pipeline = _import(spec(system).pipeline)
+    pipeline = pipeline_class(system)
     if kind == "project":
         return pipeline.from_project(folder, device=device, **options)
     return pipeline.from_pretrained(folder, device=device, **options)

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from models import weights as weights_lib
 from models.atvgnet import features, preprocess
 from models.atvgnet.networks import ATNet, VGNet
+from models.common.device import pick_device
 from models.errors import InvalidInput
 from models.perception import face as face_lib
 from models.perception.audio import resample
@@ -47,15 +48,6 @@ from models.types import TalkingFaceInput, Video
 COMPONENT_SCALE = 2 * torch.tensor([1.1, 1.2, 1.3, 1.4, 1.5])
 MIN_AUDIO_SECONDS = 0.3
 PROJECT_CONFIG = "config.json"      # marks a folder of weights trained by this project
-
-
-def pick_device(device="auto") -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput("device 'cuda' was asked for but no CUDA device is available")
-    return device
 
 
 @dataclass

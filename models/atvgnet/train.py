@@ -72,7 +72,7 @@ from tqdm.auto import tqdm
 
 from models import weights as weights_lib
 from models.atvgnet.networks import ATNet, GLDiscriminator, VGNet
-from models.atvgnet.pipeline import pick_device
+from models.common.device import pick_device
 from models.errors import InvalidInput
 
 __all__ = [
