@@ -1,25 +1,36 @@
 """The inputs and outputs every talking-face pipeline speaks (see DESIGN.md, pipeline contract)."""
 
 from dataclasses import dataclass, field
+from typing import Iterable, Union
 
 import numpy as np
+
+# A driving video: all frames at once, or chunks of frames as a stream yields them.
+Frames = Union[np.ndarray, Iterable[np.ndarray]]
 
 
 @dataclass
 class TalkingFaceInput:
-    """One face photo and one voice clip.
+    """One face photo and one voice clip, or one driving video.
 
     Args:
         image: RGB photo, uint8, (H, W, 3).
-        audio: mono waveform, float32 in [-1, 1].
+        audio: mono waveform, float32 in [-1, 1]. With a ``video`` it is the video's own
+            sound (muxed into the result), or None when the video has none.
         sample_rate: sampling rate of ``audio`` in Hz.
         face_index: which detected face to animate, 0 being the largest.
+        video: optional driving video at 25 fps for models that read lips (DAVS): uint8
+            RGB frames (T, H, W, 3), or an iterable of uint8 chunks (n, H, W, 3) for long
+            videos streamed in bounded memory (``service.media.read_video`` gives one).
+            An ``expected_frames`` attribute of the iterable, when it has one, sizes the
+            progress reports. Models driven by audio alone use ``audio`` and ignore it.
     """
 
     image: np.ndarray
-    audio: np.ndarray
+    audio: np.ndarray | None
     sample_rate: int
     face_index: int = 0
+    video: Frames | None = None
 
 
 @dataclass
@@ -29,13 +40,14 @@ class Video:
     Attributes:
         frames: uint8, (T, H, W, 3), RGB.
         fps: frames per second.
-        audio: the driving audio, mono float32, to be muxed with the frames.
+        audio: the driving audio (or the driving video's sound), mono float32, to be
+            muxed with the frames; None for a silent clip.
         sample_rate: sampling rate of ``audio``.
         info: what produced it (model, weights, device, notes for the user).
     """
 
     frames: np.ndarray
     fps: float
-    audio: np.ndarray
+    audio: np.ndarray | None
     sample_rate: int
     info: dict = field(default_factory=dict)

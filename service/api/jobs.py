@@ -18,13 +18,15 @@ from service.jobs.store import FINAL
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_key)])
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+BASE_OPTIONS = ("paste_back", "face_index", "seed")    # options every model takes
 
 
 class Inputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image: str = Field(description="id of an uploaded image (POST /v1/files)")
-    audio: str | None = Field(None, description="id of an uploaded audio (or video) file")
-    video: str | None = Field(None, description="id of an uploaded video, for models driven by video")
+    audio: str | None = Field(None, description="id of an uploaded audio (or video) file: the voice")
+    video: str | None = Field(None, description="id of an uploaded video: models that read lips (davs) "
+                                                "follow it and keep its sound; others use its sound")
 
 
 class Options(BaseModel):
@@ -32,6 +34,8 @@ class Options(BaseModel):
     paste_back: bool = False
     face_index: int = Field(0, ge=0, le=64)
     seed: int | None = None
+    finetune_steps: int | None = Field(None, ge=0, le=20, description="davs: test-time fine-tuning steps "
+                                                                      "(default 5, the authors'; 0: off)")
 
 
 class Webhook(BaseModel):
@@ -69,8 +73,14 @@ def check_job(job: JobCreate, settings, store):
     if registry.REGISTRY[model].task != job.task:
         raise APIError(400, "invalid_input", f"model {model} does not do {job.task}")
     wanted = {"image": ("image",), "audio": ("audio", "video"), "video": ("video",)}
-    if job.inputs.audio is None:
-        raise APIError(400, "invalid_input", f"{model} needs inputs.audio")
+    if job.inputs.audio is None and job.inputs.video is None:
+        raise APIError(400, "invalid_input", f"{model} needs inputs.audio (or inputs.video)")
+    if job.inputs.audio is not None and job.inputs.video is not None:
+        raise APIError(400, "invalid_input", "give inputs.audio or inputs.video, not both")
+    unknown = [k for k, v in job.options if v is not None and k not in BASE_OPTIONS
+               and k not in getattr(registry.pipeline_class(model), "options", ())]
+    if unknown:
+        raise APIError(400, "invalid_input", f"model {model} has no option {unknown[0]}")
     given = {role: getattr(job.inputs, role) for role in wanted if getattr(job.inputs, role) is not None}
     found = store.get_files(given.values())
     for role, file_id in given.items():

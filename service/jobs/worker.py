@@ -14,7 +14,7 @@ import time
 import torch
 
 from models import TalkingFaceInput, registry
-from models.atvgnet.pipeline import pick_device
+from models.common.device import pick_device
 from models.errors import TalkingFaceError
 from service import media
 from service.jobs.store import JobStore, LeaseLost, new_id
@@ -143,28 +143,42 @@ class Worker:
         settings = self.settings
         inputs = job["inputs"]
         image = media.read_image(self._file_path(inputs.get("image"), "image"), max_pixels=settings.max_image_pixels)
-        audio = media.read_audio(self._file_path(inputs.get("audio"), "audio"), sample_rate=16000,
-                                 max_seconds=settings.max_audio_seconds)
-        media.check_speech(audio, 16000)
         options = job["options"] or {}
         if options.get("seed") is not None:
             # ATVGnet is deterministic; models that sample draw from this seed.
             torch.manual_seed(int(options["seed"]))
         pipe = self.pipeline(job["model"])
+        video = None
+        if inputs.get("video") and getattr(pipe, "accepts_video", False):
+            # The lips follow the video; its own sound (if any) goes into the result.
+            path = self._file_path(inputs["video"], "video")
+            video = media.read_video(path, max_seconds=settings.max_audio_seconds,
+                                     max_pixels=settings.max_image_pixels)
+            audio = media.read_video_audio(path, sample_rate=16000, max_seconds=settings.max_audio_seconds)
+        else:
+            # A video given to a model driven by audio is a voice clip.
+            source = inputs.get("audio") or inputs.get("video")
+            audio = media.read_audio(self._file_path(source, "audio"), sample_rate=16000,
+                                     max_seconds=settings.max_audio_seconds)
+            media.check_speech(audio, 16000)
         sample = TalkingFaceInput(image=image, audio=audio, sample_rate=16000,
-                                  face_index=int(options.get("face_index", 0)))
+                                  face_index=int(options.get("face_index", 0)), video=video)
+        # Options a model adds to the common ones (davs: finetune_steps), passed when given.
+        extra = {k: options[k] for k in getattr(pipe, "options", ()) if options.get(k) is not None}
 
         settings.results_dir.mkdir(parents=True, exist_ok=True)
         relative = f"results/{job['id']}.mp4"
         path = settings.data_dir / relative
         metadata = {"comment": f"talkingface {job['model']}; weights: {pipe.info.get('weights')}; job {job['id']}"}
         with media.Mp4Writer(path, fps=pipe.fps, audio=audio, sample_rate=16000, metadata=metadata) as writer:
-            for chunk in pipe.frame_chunks(sample, paste_back=bool(options.get("paste_back")), progress=progress):
+            for chunk in pipe.frame_chunks(sample, paste_back=bool(options.get("paste_back")), progress=progress,
+                                           **extra):
                 writer.write(chunk)
             generated_at = time.time()
+        info = {"weights": pipe.info.get("weights"), "device": pipe.info.get("device"),
+                "driven_by": "video" if video is not None else "audio"}
         return dict(result_path=relative, result_bytes=path.stat().st_size, frames=writer.frames_written,
-                    generated_at=generated_at,
-                    info={"weights": pipe.info.get("weights"), "device": pipe.info.get("device")})
+                    generated_at=generated_at, info=info)
 
     def _file_path(self, file_id, role):
         row = self.store.get_file(file_id) if file_id else None

@@ -1,0 +1,488 @@
+"""DAVS inference: one face photo + speech, or + a driving video -> 25-fps talking-face frames.
+
+Zhou, Liu, Liu, Luo, Wang, "Talking Face Generation by Adversarially Disentangled
+Audio-Visual Representation", AAAI 2019, https://arxiv.org/abs/1807.07860. The steps of
+the authors' test script (``test_all.py`` with ``Test_Gen_Models/Test_Audio_Model.py`` or
+``Test_Video_Model.py``, data from ``Dataloader/Test_load_audio.py`` / ``Test_load_video.py``):
+
+1. Face: dlib's 68 landmarks give the eye centres and the mouth centre, a similarity maps
+   them onto the authors' template, the 260 x 260 crop is cut to ``[2:258]``
+   (``preprocess.align_face``); the identity image A is made as the test loaders make it
+   (``preprocess.identity_tensor``).
+2. Word input. Audio mode: SyncNet MFCC of the 16-kHz audio, one 20 x 12 block per
+   video frame (``audio.frame_blocks``). Video mode: every frame of the driving video
+   aligned as the face (``preprocess.face_tensor``).
+3. Test-time fine-tuning (``test_all.py`` runs ``test_train`` on the first five samples
+   before testing): the person-ID encoder and the decoder are tuned to redraw A, with
+   an L1 loss x4 (``lambda_A``) under a mask that is 1 everywhere but 0.001 on the mouth
+   box (rows 170-233, columns 64-191), Adam with lr 2e-4 and betas (0.9, 0.999). The
+   word feature of step ``i`` is the MFCC feature of audio block ``i`` (audio mode) or
+   the lip feature of A itself (video mode), unscaled. ``set_test_input`` builds a new
+   optimizer for every sample, so each of the five steps is a first Adam step: every
+   weight moves by about lr times the sign of its gradient (the loss weight hardly
+   matters).
+4. Person-ID features E_p(A).
+5. Word-ID features per frame: audio mode ``MfccEncoder`` x 1.5
+   (``audio_sequence_generation``), video mode ``LipFeatureEncoder`` x 0.8
+   (``video_sequence_generation``).
+6. The decoder draws each frame in [0, 1]; ``uint8(x * 255)``, truncated
+   (``util.tensor2im``).
+
+Differences from the authors' script. None changes what the networks compute for a frame:
+
+- E_p(A) is computed once per clip; the script recomputes it for every frame from the
+  same image A. Frames are decoded in batches (batch norm in eval mode treats each
+  sample alone): the same frames, two or more times faster.
+- Fine-tuning works on copies of the two networks, so one loaded pipeline serves every
+  request unchanged. The copies are tuned in eval mode (batch-norm statistics fixed):
+  the script tunes its first identity with the networks in training mode, which also
+  moves their running statistics, and the three others in eval mode (``test()`` sets it
+  and nothing resets it); the latter is kept. ``finetune_steps`` sets the number of
+  steps (5, the authors'; 0 switches fine-tuning off); step ``i`` of more than the clip
+  has frames reuses block ``i mod T``.
+- Audio mode gives every video frame a block, repeating the first or last MFCC frame
+  where the 0.2-s window leaves the clip (``frame_blocks(pad=True)``), so the video lasts
+  as long as the audio; ``savemfcc.m`` skips the first two frames and the last three.
+- Video mode returns as many real frames as the driving video has: the authors' loader
+  reads two frames fewer than its block holds, so their last two outputs are drawn from
+  black images. The driving video's face is tracked: each frame is searched near the
+  last face (``FaceTracker``), which is faster than a detection in the whole frame;
+  frames before the first detected face take its alignment.
+"""
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from models import weights as weights_lib
+from models.common.device import pick_device
+from models.davs import audio as davs_audio
+from models.davs import preprocess
+from models.davs.networks import Decoder, IdentityEncoder, LipFeatureEncoder, MfccEncoder
+from models.errors import InvalidInput, NoFaceFound
+from models.perception import face as face_lib
+from models.perception.audio import resample
+from models.types import TalkingFaceInput, Video
+
+AUDIO_WORD_SCALE = 1.5        # Test_Audio_Model.audio_sequence_generation
+VIDEO_WORD_SCALE = 0.8        # Test_Video_Model.video_sequence_generation
+FINETUNE_STEPS = 5            # test_all.py: `if i2 < 5: ... model.test_train()`
+FINETUNE_LR = 2e-4            # Options_all --lr
+FINETUNE_BETAS = (0.9, 0.999)     # --beta1 and Adam's default
+FINETUNE_L1_WEIGHT = 4.0      # --lambda_A
+MOUTH_ROWS, MOUTH_COLS = slice(170, 234), slice(64, 192)   # test_mask[:, :, 170:234, 64:192]
+MOUTH_WEIGHT = 0.001          # the mask's value there (1 elsewhere)
+MIN_AUDIO_SECONDS = 0.3
+MAX_LEADING_FRAMES = 250      # driving video: frames held while no face has been found yet,
+MAX_LEADING_BYTES = 512 << 20     # and the memory they may take
+PROJECT_CONFIG = "config.json"    # marks a folder of weights trained by this project
+NETWORKS = {                  # pipeline attribute -> (class, entry of the authors' checkpoint)
+    "id_encoder": (IdentityEncoder, "ID_encoder"),
+    "decoder": (Decoder, "Decoder"),
+    "mfcc_encoder": (MfccEncoder, "mfcc_encoder"),
+    "lip_feature_encoder": (LipFeatureEncoder, "lip_feature_encoder"),
+}
+
+
+@dataclass
+class Reference:
+    """Everything the pipeline derives from the photo, once per clip."""
+
+    photo: np.ndarray          # the input RGB photo
+    face: np.ndarray           # aligned 256x256 RGB face
+    image: torch.Tensor        # A: the identity image, (1, 3, 256, 256) in [0, 1]
+    n_faces: int
+    paste_back: object         # callable (n, 256, 256, 3) -> (n, H, W, 3)
+
+
+@dataclass
+class Identity:
+    """The person-ID side of one clip: the decoder to use and E_p(A), computed once."""
+
+    decoder: torch.nn.Module
+    features: list             # IdentityEncoder output for A, batch 1
+
+
+class FaceTracker:
+    """Landmarks of the largest face in each frame of a video, cheaply.
+
+    dlib's detector costs ~0.2 s on a whole 600 x 500 frame (more on larger ones), its
+    landmark model ~6 ms. So once a face is found, the next frame is searched only near
+    it: a square twice the face's size, scaled so the face is ``TRACK_FACE_SIDE`` pixels
+    wide, a few milliseconds. The whole frame is searched (as the photo is) at the start
+    and whenever the face is lost there; a frame where it is not found at all keeps the
+    last box. ``__call__`` returns None until a face was found once.
+    """
+
+    TRACK_FACE_SIDE = 120        # px: comfortably above the detector's smallest face (~80 px)
+
+    def __init__(self):
+        self.box = None
+
+    def _near(self, gray):
+        """The largest face in a window around the last box, scaled to a standard face size."""
+        box, (height, width) = self.box, gray.shape
+        side = 2 * max(box.width, box.height)
+        cx, cy = (box.left + box.right) / 2, (box.top + box.bottom) / 2
+        x0, y0 = int(max(cx - side / 2, 0)), int(max(cy - side / 2, 0))
+        x1, y1 = int(min(cx + side / 2, width)), int(min(cy + side / 2, height))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return None
+        scale = self.TRACK_FACE_SIDE / max(box.width, box.height, 1)
+        window = cv2.resize(gray[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        boxes = face_lib.detect_faces(window, upsample=0)
+        if not boxes:
+            return None
+        b = boxes[0]
+        return face_lib.Box(int(round(x0 + b.left / scale)), int(round(y0 + b.top / scale)),
+                            int(round(x0 + b.right / scale)), int(round(y0 + b.bottom / scale)))
+
+    def __call__(self, frame):
+        gray = face_lib.to_gray(frame)
+        box = self._near(gray) if self.box is not None else None
+        if box is None:
+            boxes = face_lib.detect_faces(gray)      # the whole frame, as for the photo
+            box = boxes[0] if boxes else self.box
+        if box is None:
+            return None
+        self.box = box
+        return face_lib.landmarks68(gray, box).astype(np.float64)
+
+
+class DAVSPipeline:
+    """Person-ID encoder + word-ID encoders -> decoder. Build with ``from_pretrained``,
+    ``from_project`` or ``models.registry.load("davs")``.
+
+    Args:
+        id_encoder, decoder, mfcc_encoder, lip_feature_encoder: networks with weights
+            loaded (``models.davs.networks``); moved to ``device`` and put in eval mode,
+            their weights are never changed (fine-tuning works on copies).
+        device: torch device or "auto".
+        chunk_frames (int, optional): frames decoded per batch; bounds memory. Default 8
+            on a CPU, 32 on CUDA.
+        half: decode under fp16 autocast (CUDA only); fine-tuning stays in fp32.
+        finetune_steps: test-time fine-tuning steps when a call does not say (5, the
+            authors'; 0: off).
+        info: what to report about the weights used.
+
+    Example:
+        ```py
+        pipe = registry.load("davs")
+        video = pipe(TalkingFaceInput(image=photo, audio=speech, sample_rate=16000))
+        video = pipe(TalkingFaceInput(image=photo, audio=None, sample_rate=16000, video=frames))
+        ```
+    """
+
+    fps = davs_audio.FPS
+    sample_rate = davs_audio.SAMPLE_RATE
+    accepts_video = True                      # lips can be read from a driving video
+    options = ("finetune_steps",)             # per-call options beyond paste_back
+
+    def __init__(self, id_encoder, decoder, mfcc_encoder, lip_feature_encoder, device="auto",
+                 chunk_frames=None, half=False, finetune_steps=FINETUNE_STEPS, info=None):
+        self.device = pick_device(device)
+        self.id_encoder = _frozen(id_encoder, self.device)
+        self.decoder = _frozen(decoder, self.device)
+        self.mfcc_encoder = _frozen(mfcc_encoder, self.device)
+        self.lip_feature_encoder = _frozen(lip_feature_encoder, self.device)
+        self.chunk_frames = chunk_frames or (32 if self.device.type == "cuda" else 8)
+        self.half = half and self.device.type == "cuda"
+        self.finetune_steps = _check_steps(finetune_steps)
+        self.info = dict(info or {}, model="davs", device=str(self.device))
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, directory, device="auto", verify=True, **options):
+        """Load the authors' ``101_DAVS_checkpoint.pth.tar`` from ``directory``."""
+        paths = weights_lib.require_all(_files(), directory, verify)
+        name, path = next(iter(paths.items()))
+        checkpoint = weights_lib.read_state_dict(path)      # one read for the four entries
+        networks = {attr: weights_lib.load_weights(net_cls(), checkpoint, f"{name}[{key!r}]", key=key)
+                    for attr, (net_cls, key) in NETWORKS.items()}
+        return cls(**networks, device=device, info={"weights": "authors (LRW)", "weights_dir": str(directory)},
+                   **options)
+
+    @classmethod
+    def with_networks(cls, id_encoder, decoder, mfcc_encoder, lip_feature_encoder, device="auto", info=None,
+                      **options):
+        """A pipeline around given networks (random-initialised, reduced-width, just trained)."""
+        return cls(id_encoder, decoder, mfcc_encoder, lip_feature_encoder, device=device,
+                   info=info or {"weights": "given networks"}, **options)
+
+    @classmethod
+    def from_project(cls, directory, device="auto", verify=True, **options):
+        """Load weights this project trained: see ``save_project`` for the folder's layout."""
+        directory = Path(directory)
+        config = json.loads((directory / PROJECT_CONFIG).read_text())
+        if verify and (directory / "SHA256SUMS").is_file():
+            for line in (directory / "SHA256SUMS").read_text().splitlines():
+                digest, name = line.split(maxsplit=1)
+                if weights_lib.sha256sum(directory / name) != digest:
+                    raise weights_lib.WeightsInvalid(f"{directory / name} does not match SHA256SUMS")
+        networks = {}
+        for attr, (net_cls, _) in NETWORKS.items():
+            file = directory / f"{attr}.safetensors"
+            if not file.is_file():
+                raise weights_lib.WeightsMissing(f"missing {file.name} in the project weights folder {directory}")
+            networks[attr] = weights_lib.load_weights(net_cls(**config.get(attr, {})), file, file.name)
+        info = {"weights": config.get("name", "project"), "weights_dir": str(directory)}
+        return cls(**networks, device=device, info=info, **options)
+
+    # -- steps ------------------------------------------------------------------------
+    def prepare_reference(self, image, face_index=0) -> Reference:
+        """Step 1: detect and align the face; the identity image A."""
+        image = np.ascontiguousarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise InvalidInput("the image must be RGB uint8 of shape (H, W, 3)")
+        _, landmarks, n_faces = face_lib.find_face(image, face_index)
+        face, matrix = preprocess.align_face(image, landmarks)
+        return Reference(photo=image, face=face, image=preprocess.identity_tensor(face).to(self.device),
+                         n_faces=n_faces, paste_back=preprocess.PasteBack(image, matrix))
+
+    def prepare_audio(self, audio, sample_rate):
+        """Mono float32 at 16 kHz, checked for length."""
+        if audio is None:
+            raise InvalidInput("audio is needed (or a driving video)")
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise InvalidInput("the audio must be mono (one channel)")
+        if sample_rate <= 0:
+            raise InvalidInput("the sample rate must be positive")
+        audio = resample(audio, sample_rate, self.sample_rate)
+        if len(audio) < MIN_AUDIO_SECONDS * self.sample_rate:
+            raise InvalidInput(f"audio is {len(audio) / self.sample_rate:.2f} s long; "
+                               f"at least {MIN_AUDIO_SECONDS} s is needed")
+        return audio
+
+    @torch.no_grad()
+    def audio_words(self, blocks):
+        """Word-ID features of MFCC blocks (n, 1, 20, 12) -> (n, F), unscaled."""
+        blocks = torch.as_tensor(blocks, dtype=torch.float32, device=self.device)
+        return self.mfcc_encoder(blocks)[:, 0].float()
+
+    @torch.no_grad()
+    def lip_words(self, faces):
+        """Word-ID features of aligned faces, float (n, 3, 256, 256) in [0, 1] -> (n, F), unscaled."""
+        return self.lip_feature_encoder(faces.to(self.device))[:, 0].float()
+
+    def finetune(self, reference, words, steps):
+        """Step 3: copies of E_p and the decoder tuned to redraw A; the shared ones stay as they are.
+
+        ``words`` (k, F): the unscaled word feature of each step (step ``i`` takes row ``i mod k``).
+        """
+        id_encoder = copy.deepcopy(self.id_encoder).requires_grad_(True)
+        decoder = copy.deepcopy(self.decoder).requires_grad_(True)
+        parameters = list(id_encoder.parameters()) + list(decoder.parameters())
+        image = reference.image
+        mask = torch.ones_like(image)
+        mask[:, :, MOUTH_ROWS, MOUTH_COLS] = MOUTH_WEIGHT
+        with torch.enable_grad():
+            for step in range(steps):
+                # A new optimizer each step, as set_test_input builds one per sample.
+                optimizer = torch.optim.Adam(parameters, lr=FINETUNE_LR, betas=FINETUNE_BETAS)
+                fake = decoder(id_encoder(image), words[step % len(words)][None])
+                loss = F.l1_loss(fake * mask, image * mask) * FINETUNE_L1_WEIGHT
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return id_encoder.requires_grad_(False), decoder.requires_grad_(False)   # inference from here
+
+    def prepare_identity(self, reference, finetune_words=None, steps=0) -> Identity:
+        """Steps 3-4: (fine-tuned) decoder and E_p(A), once per clip."""
+        id_encoder, decoder = self.id_encoder, self.decoder
+        if steps > 0:
+            id_encoder, decoder = self.finetune(reference, finetune_words, steps)
+        with torch.no_grad():
+            features = [f.float() for f in id_encoder(reference.image)]
+        return Identity(decoder=decoder, features=features)
+
+    @torch.no_grad()
+    def decode(self, identity, words):
+        """Steps 5-6: scaled word features (n, F) -> uint8 frames (n, 256, 256, 3)."""
+        n = len(words)
+        features = [f.expand(n, *f.shape[1:]) for f in identity.features]   # one A for every frame
+        with torch.autocast(self.device.type, enabled=self.half):
+            frames = identity.decoder(features, words)
+        return preprocess.tensor_to_images(frames.float())
+
+    # -- driving input ----------------------------------------------------------------
+    def _audio_chunks(self, audio, steps):
+        """Audio mode: a generator of scaled word features per chunk, the frame count, and
+        the MFCC blocks of the fine-tuning steps."""
+        mfcc = davs_audio.syncnet_mfcc(audio, self.sample_rate)
+        total = davs_audio.video_frame_count(len(audio), self.sample_rate)
+
+        def chunks():
+            for start in range(0, total, self.chunk_frames):
+                stop = min(start + self.chunk_frames, total)
+                blocks = davs_audio.frame_blocks(mfcc, start, stop, pad=True)
+                yield self.audio_words(blocks) * AUDIO_WORD_SCALE
+
+        # The authors' samples start at frame 2, the first with a whole block; step i takes sample i.
+        first = davs_audio.FIRST_FRAME
+        tuning = davs_audio.frame_blocks(mfcc, first, first + max(1, min(steps, total - first)), pad=True)
+        return chunks(), total, tuning
+
+    def aligned_video(self, video):
+        """Video mode: the driving video's faces aligned as the photo's, uint8 chunks
+        (n, 256, 256, 3), one face for every input frame, in order."""
+        tracker, pending, held, count = FaceTracker(), [], 0, 0
+        batch = []
+        for frames in _frame_chunks(video, self.chunk_frames):
+            for frame in frames:
+                count += 1
+                landmarks = tracker(frame)
+                if landmarks is None:
+                    pending.append(frame)
+                    held += frame.nbytes
+                    if len(pending) > MAX_LEADING_FRAMES or held > MAX_LEADING_BYTES:
+                        raise NoFaceFound(f"no face found in the first {len(pending) / self.fps:.1f} s of the video")
+                    continue
+                for waiting in pending + [frame]:     # frames before the first face take its alignment
+                    batch.append(preprocess.align_face(waiting, landmarks)[0])
+                pending, held = [], 0
+                while len(batch) >= self.chunk_frames:
+                    yield np.stack(batch[:self.chunk_frames])
+                    batch = batch[self.chunk_frames:]
+        if count == 0:
+            raise InvalidInput("the video has no frames")
+        if pending:
+            raise NoFaceFound("no face found in the video")
+        while batch:
+            yield np.stack(batch[:self.chunk_frames])
+            batch = batch[self.chunk_frames:]
+
+    # -- public -----------------------------------------------------------------------
+    def frame_chunks(self, inputs: TalkingFaceInput, paste_back=False, progress=None, reference=None,
+                     finetune_steps=None):
+        """Yield uint8 RGB frame chunks (n, H, W, 3) in order; memory bounded per chunk.
+
+        With ``inputs.video`` the lips follow the video (video mode), else the audio.
+        ``progress(done, total)`` is called after fine-tuning and after every chunk;
+        raising from it (for instance to cancel a job) stops the generation there.
+        ``reference`` is ``prepare_reference``'s result when the caller already has it.
+        ``finetune_steps`` overrides the pipeline's default for this call (0: none).
+        """
+        # 1. Check inputs
+        steps = self.finetune_steps if finetune_steps is None else _check_steps(finetune_steps)
+        video_mode = inputs.video is not None
+        if not video_mode:
+            audio = self.prepare_audio(inputs.audio, inputs.sample_rate)
+        # 2. The face
+        if reference is None:
+            reference = self.prepare_reference(inputs.image, inputs.face_index)
+        # 3. Word input and the fine-tuning features
+        if video_mode:
+            expected = _expected_frames(inputs.video)
+            chunks = (self.lip_words(preprocess.face_tensor(faces)) * VIDEO_WORD_SCALE
+                      for faces in self.aligned_video(inputs.video))
+            finetune_words = self.lip_words(reference.image) if steps else None
+        else:
+            chunks, expected, tuning_blocks = self._audio_chunks(audio, steps)
+            finetune_words = self.audio_words(tuning_blocks) if steps else None
+        # 4. Person-ID: fine-tune copies, E_p(A) once
+        identity = self.prepare_identity(reference, finetune_words, steps)
+        done = 0
+        if progress is not None:
+            progress(0, expected or 1)
+        # 5. Frames, chunk by chunk
+        for words in chunks:
+            frames = self.decode(identity, words)
+            done += len(frames)
+            yield reference.paste_back(frames) if paste_back else frames
+            if progress is not None:
+                progress(done, max(expected or 0, done))
+
+    def __call__(self, inputs: TalkingFaceInput, paste_back=False, progress=None, show_progress=False,
+                 finetune_steps=None) -> Video:
+        """Generate the whole clip in memory. For long clips prefer ``frame_chunks``."""
+        bar = None
+        if show_progress:
+            bar = tqdm(unit="frame", desc="davs")
+
+            def progress(done, total, user=progress):
+                bar.total = total
+                bar.update(done - bar.n)
+                if user is not None:
+                    user(done, total)
+        try:
+            chunks = list(self.frame_chunks(inputs, paste_back=paste_back, progress=progress,
+                                            finetune_steps=finetune_steps))
+        finally:
+            if bar is not None:
+                bar.close()
+        audio = None if inputs.audio is None else np.asarray(inputs.audio, np.float32)
+        return Video(frames=np.concatenate(chunks), fps=self.fps, audio=audio, sample_rate=inputs.sample_rate,
+                     info=dict(self.info, mode="video" if inputs.video is not None else "audio"))
+
+
+def save_project(directory, id_encoder, decoder, mfcc_encoder, lip_feature_encoder, name="project", extra=None):
+    """Write networks as a weights folder ``DAVSPipeline.from_project`` (and ``--weights``) loads.
+
+    The folder holds ``config.json`` (``model``, ``name`` and each network's constructor
+    arguments, from its ``config``), one ``<network>.safetensors`` per network and
+    ``SHA256SUMS`` of every file.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    networks = {"id_encoder": id_encoder, "decoder": decoder, "mfcc_encoder": mfcc_encoder,
+                "lip_feature_encoder": lip_feature_encoder}
+    config = {"model": "davs", "name": name}
+    for attr, net in networks.items():
+        config[attr] = dict(net.config)
+        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        save_file(state, str(directory / f"{attr}.safetensors"))
+    config.update(extra or {})
+    (directory / PROJECT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    files = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != "SHA256SUMS")
+    (directory / "SHA256SUMS").write_text("".join(f"{weights_lib.sha256sum(directory / f)}  {f}\n" for f in files))
+    return directory
+
+
+def _frozen(network, device):
+    """The shared copy of a network: on the device, in eval mode (inference runs under no_grad)."""
+    return network.to(device).eval()
+
+
+def _check_steps(steps):
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= 100:
+        raise InvalidInput(f"finetune_steps must be a whole number from 0 to 100, got {steps!r}")
+    return int(steps)
+
+
+def _expected_frames(video):
+    """Frames a driving video will yield, for progress: exact for arrays, else its estimate."""
+    if isinstance(video, np.ndarray):
+        return len(video)
+    return getattr(video, "expected_frames", None)
+
+
+def _frame_chunks(video, size):
+    """Chunks of uint8 RGB frames (n, H, W, 3) from an array or an iterable of chunks."""
+    if isinstance(video, np.ndarray):
+        if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
+            raise InvalidInput(f"the video must be uint8 RGB frames (T, H, W, 3), got {video.dtype} {video.shape}")
+        for start in range(0, len(video), size):
+            yield video[start:start + size]
+        return
+    for chunk in video:
+        chunk = np.asarray(chunk)
+        if chunk.ndim == 3:
+            chunk = chunk[None]
+        if chunk.ndim != 4 or chunk.shape[-1] != 3 or chunk.dtype != np.uint8:
+            raise InvalidInput(f"video chunks must be uint8 RGB (n, H, W, 3), got {chunk.dtype} {chunk.shape}")
+        yield chunk
+
+
+def _files():
+    from models.registry import spec
+    return spec("davs").files
