@@ -1,13 +1,15 @@
 """The ``talkingface`` command.
 
     talkingface generate --model atvgnet --image face.jpg --audio speech.wav -o out.mp4
+    talkingface generate --model davs --image face.jpg --video talking.mp4 -o out.mp4
     talkingface models
-    talkingface bench atvgnet
+    talkingface bench atvgnet|davs
     talkingface serve [--host --port --workers]
     talkingface worker
     talkingface jobs list|show ID|cancel ID
-    talkingface data prepare --videos DIR --out DIR
+    talkingface data prepare [--model atvgnet|davs] --videos DIR --out DIR
     talkingface train atvgnet --data DIR --stage atnet|vgnet --out DIR
+    talkingface train davs --data DIR --out DIR
     talkingface eval --model atvgnet --data DIR (--weights DIR | --atnet RUN --vgnet RUN)
 
 Problems a user can fix (no face, not an image, missing weights, ...) print one line
@@ -32,11 +34,23 @@ def cmd_generate(args):
     from models import TalkingFaceInput, registry
     from service import media
 
+    pipeline = registry.pipeline_class(registry.spec(args.model).name)
+    extra = {}
+    if args.finetune_steps is not None:
+        if "finetune_steps" not in getattr(pipeline, "options", ()):
+            raise TalkingFaceError(f"--finetune-steps applies to davs, not {args.model}")
+        extra["finetune_steps"] = args.finetune_steps
     image = media.read_image(args.image)
-    audio = media.read_audio(args.audio, sample_rate=16000, max_seconds=CLI_MAX_AUDIO_SECONDS)
-    media.check_speech(audio, 16000)
+    video = None
+    if args.video and getattr(pipeline, "accepts_video", False):
+        # The lips follow the video, which keeps its own sound.
+        video = media.read_video(args.video, max_seconds=CLI_MAX_AUDIO_SECONDS)
+        audio = media.read_video_audio(args.video, sample_rate=16000, max_seconds=CLI_MAX_AUDIO_SECONDS)
+    else:
+        audio = media.read_audio(args.audio or args.video, sample_rate=16000, max_seconds=CLI_MAX_AUDIO_SECONDS)
+        media.check_speech(audio, 16000)
     pipe = registry.load(args.model, weights=args.weights, device=args.device, half=args.fp16)
-    inputs = TalkingFaceInput(image=image, audio=audio, sample_rate=16000, face_index=args.face_index)
+    inputs = TalkingFaceInput(image=image, audio=audio, sample_rate=16000, face_index=args.face_index, video=video)
     reference = pipe.prepare_reference(image, args.face_index)
     if reference.n_faces > 1:
         which = "the largest" if args.face_index == 0 else f"face {args.face_index} (by size)"
@@ -52,7 +66,7 @@ def cmd_generate(args):
 
     with media.Mp4Writer(args.output, fps=pipe.fps, audio=audio, sample_rate=16000, metadata=metadata) as writer:
         for chunk in pipe.frame_chunks(inputs, paste_back=args.paste_back, progress=progress,
-                                       reference=reference):
+                                       reference=reference, **extra):
             writer.write(np.ascontiguousarray(chunk))
     bar.close()
     print(f"wrote {args.output} ({writer.frames_written} frames, {writer.frames_written / pipe.fps:.2f} s, "
@@ -136,23 +150,56 @@ def cmd_jobs(args):
 
 
 def cmd_data(args):
-    from models.atvgnet import dataset
+    if args.model == "davs":
+        from models.davs import dataset
 
-    manifest = dataset.prepare(args.videos, args.out, split=args.split, basics_dir=args.basics,
-                               workers=args.workers, seed=args.seed, progress=not args.quiet)
+        if args.basics:
+            raise TalkingFaceError("--basics applies to atvgnet; davs aligns faces on a fixed template")
+        manifest = dataset.prepare(args.videos, args.out, split=args.split, labels=args.labels,
+                                   workers=args.workers, seed=args.seed, progress=not args.quiet)
+        print(f"{args.out}: {len(manifest['labels'])} word labels")
+    else:
+        from models.atvgnet import dataset
+
+        if args.labels:
+            raise TalkingFaceError("--labels applies to davs; atvgnet is trained without word labels")
+        manifest = dataset.prepare(args.videos, args.out, split=args.split, basics_dir=args.basics,
+                                   workers=args.workers, seed=args.seed, progress=not args.quiet)
     statuses = [v["status"] for v in manifest["videos"].values()]
     print(f"{args.out}: {statuses.count('ok')} clips ready, {statuses.count('no_face')} without a face, "
           f"{statuses.count('error')} unreadable (manifest.json lists them)")
 
 
 def cmd_train(args):
+    if args.model == "davs":
+        return _train_davs(args)
     from models.atvgnet import train
 
+    if args.stage is None:
+        raise TalkingFaceError("train atvgnet needs --stage atnet or --stage vgnet")
     summary = train.train(args.data, args.stage, args.out, max_steps=args.max_steps, time_budget=args.time_budget,
                           batch_size=args.batch_size, lr=args.lr, width=args.width, ngf=args.ngf,
-                          n_blocks=args.n_blocks, ema=args.ema, device=args.device, resume=not args.restart,
-                          seed=args.seed, progress=not args.quiet)
+                          n_blocks=args.n_blocks, disc_width=args.disc_width, pixel_warmup=args.pixel_warmup,
+                          whole_video=args.whole_video, ema=args.ema, device=args.device,
+                          resume=not args.restart, seed=args.seed, progress=not args.quiet)
     print(json.dumps({k: summary[k] for k in ("stage", "step", "stopped", "out_dir") if k in summary}))
+
+
+# `train davs` options -> TrainConfig fields; None (not given) keeps the authors' value.
+DAVS_TRAIN_OPTIONS = ("max_steps", "time_budget", "batch_size", "lr", "image_size", "feature_length",
+                      "id_channels", "lip_channels", "mfcc_channels", "decoder_channels", "disc_channels",
+                      "sample_every", "checkpoint_every", "device", "seed")
+
+
+def _train_davs(args):
+    from models.davs import train
+
+    if args.stage is not None:
+        raise TalkingFaceError("--stage applies to atvgnet; davs trains all its networks together")
+    options = {k: getattr(args, k) for k in DAVS_TRAIN_OPTIONS if getattr(args, k, None) is not None}
+    summary = train.train(args.data, args.out, resume=not args.restart, progress=not args.quiet,
+                          word_labels=not args.no_word_labels, **options)
+    print(json.dumps({k: summary[k] for k in ("step", "stopped", "word_terms", "out_dir")}))
 
 
 def cmd_eval(args):
@@ -191,8 +238,13 @@ def cmd_eval(args):
 def cmd_weights(args):
     from service import demo
 
-    report = demo.build_demo(args.out, work_dir=args.work, atnet_seconds=args.atnet_minutes * 60,
-                             vgnet_seconds=args.vgnet_minutes * 60, seed=args.seed, progress=not args.quiet)
+    out = args.out or str(Path(__file__).resolve().parent.parent / "weights" / "demo" / args.model)
+    if args.model == "davs":
+        report = demo.build_davs_demo(out, work_dir=args.work, train_seconds=args.minutes * 60, seed=args.seed,
+                                      progress=not args.quiet)
+    else:
+        report = demo.build_demo(out, work_dir=args.work, atnet_seconds=args.atnet_minutes * 60,
+                                 vgnet_seconds=args.vgnet_minutes * 60, seed=args.seed, progress=not args.quiet)
     print(json.dumps(report, indent=2))
 
 
@@ -200,11 +252,16 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="talkingface", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gen = sub.add_parser("generate", help="make a talking-face MP4 from a photo and a voice clip")
-    gen.add_argument("--model", default="atvgnet")
+    gen = sub.add_parser("generate", help="make a talking-face MP4 from a photo and a voice clip (or a video)")
+    gen.add_argument("--model", default="atvgnet", help="atvgnet (default) or davs")
     gen.add_argument("--image", required=True, help="face photo (JPEG, PNG, WebP, BMP)")
-    gen.add_argument("--audio", required=True, help="voice clip (WAV, MP3, AAC, FLAC, OGG, or a video's sound)")
+    driver = gen.add_mutually_exclusive_group(required=True)
+    driver.add_argument("--audio", help="voice clip (WAV, MP3, AAC, FLAC, OGG, or a video's sound)")
+    driver.add_argument("--video", help="driving video (MP4, MOV, MKV, WebM, AVI): davs follows its lips "
+                                        "and keeps its sound; atvgnet uses its sound")
     gen.add_argument("-o", "--output", required=True, help="MP4 file to write")
+    gen.add_argument("--finetune-steps", type=int, metavar="N",
+                     help="davs: test-time fine-tuning steps on the photo (default 5, the authors'; 0: off)")
     gen.add_argument("--weights", help="weights folder (default $TALKINGFACE_WEIGHTS_DIR or ./weights)")
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     gen.add_argument("--paste-back", action="store_true", help="put the face back into the full photo")
@@ -218,12 +275,14 @@ def build_parser():
     mod.set_defaults(func=cmd_models)
 
     ben = sub.add_parser("bench", help="measure speed and memory; prints JSON")
-    ben.add_argument("target", choices=["atvgnet", "api"], help="a model, or the HTTP service")
+    ben.add_argument("target", choices=["atvgnet", "davs", "api"], help="a model, or the HTTP service")
     ben.add_argument("--weights", help="weights folder (its arrays are used even with --random-weights)")
     ben.add_argument("--random-weights", action="store_true",
                      help="random-initialised networks (speed does not depend on the weights)")
     ben.add_argument("--device", default="auto")
-    ben.add_argument("--seconds", type=float, default=10.0, help="clip length for the end-to-end run")
+    ben.add_argument("--seconds", type=float, help="clip length for the end-to-end run (default 10; davs 2)")
+    ben.add_argument("--mode", choices=["audio", "video", "both"], default="both",
+                     help="davs: what drives the lips in the end-to-end runs")
     ben.add_argument("--repeats", type=int, default=3)
     ben.add_argument("--memory", nargs="*", type=float, metavar="SECONDS",
                      help="instead: peak RSS of end-to-end runs on clips of these lengths (default 10 600)")
@@ -252,19 +311,22 @@ def build_parser():
 
     data = sub.add_parser("data", help="prepare training data from talking-head videos")
     data.add_argument("action", choices=["prepare"])
+    data.add_argument("--model", default="atvgnet", choices=["atvgnet", "davs"], help="whose data format")
     data.add_argument("--videos", required=True, help="folder of videos (any container ffmpeg reads)")
     data.add_argument("--out", required=True, help="dataset folder to write (resumable)")
     data.add_argument("--split", type=float, default=0.9, help="fraction of videos for training")
     data.add_argument("--basics", help="folder with the authors' normalisation arrays (default: weights folder)")
+    data.add_argument("--labels", help="davs word labels: 'folder' (the first folder under --videos, as LRW's "
+                                       "word folders) or a CSV/JSON file mapping videos to labels")
     data.add_argument("--workers", type=int, help="parallel videos (default: up to 4)")
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("-q", "--quiet", action="store_true")
     data.set_defaults(func=cmd_data)
 
     trn = sub.add_parser("train", help="train a model on a prepared dataset")
-    trn.add_argument("model", choices=["atvgnet"])
+    trn.add_argument("model", choices=["atvgnet", "davs"])
     trn.add_argument("--data", required=True)
-    trn.add_argument("--stage", required=True, choices=["atnet", "vgnet"])
+    trn.add_argument("--stage", choices=["atnet", "vgnet"], help="atvgnet: which network to train")
     trn.add_argument("--out", required=True, help="run folder: checkpoints, config.json, log.csv, samples/")
     trn.add_argument("--max-steps", type=int)
     trn.add_argument("--time-budget", type=float, help="seconds; stops cleanly with a checkpoint")
@@ -273,7 +335,23 @@ def build_parser():
     trn.add_argument("--width", type=int, default=64, help="AT-net channel scale (64 = published)")
     trn.add_argument("--ngf", type=int, default=64, help="VG-net channel scale (64 = published)")
     trn.add_argument("--n-blocks", type=int, default=9, help="VG-net residual blocks (9 = published)")
+    trn.add_argument("--disc-width", type=int, default=64, help="VG-net discriminator channel scale (64 = published)")
+    trn.add_argument("--pixel-warmup", type=int, default=0,
+                     help="VG-net: first steps on the pixel loss alone, without the discriminator (not in the paper)")
+    trn.add_argument("--whole-video", action="store_true",
+                     help="AT-net: draw the example frame from the whole clip, not frames 3-7")
     trn.add_argument("--ema", type=float, help="keep a moving average of the weights, e.g. 0.999")
+    davs = trn.add_argument_group("davs (defaults: the authors' sizes)")
+    davs.add_argument("--image-size", type=int, help="network input side: 256 (published), 192 or 128")
+    davs.add_argument("--feature-length", type=int, help="person-ID and word-ID length (256)")
+    davs.add_argument("--id-channels", type=int, help="identity encoder width (32)")
+    davs.add_argument("--lip-channels", type=int, help="lip encoder (FAN) width (64)")
+    davs.add_argument("--mfcc-channels", type=int, help="audio encoder width (64)")
+    davs.add_argument("--decoder-channels", type=int, help="decoder width (64)")
+    davs.add_argument("--disc-channels", type=int, help="sequence discriminator width (64)")
+    davs.add_argument("--no-word-labels", action="store_true", help="train without the word classifiers")
+    davs.add_argument("--sample-every", type=int, help="steps between sample images (500)")
+    davs.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (1000)")
     trn.add_argument("--device", default="auto")
     trn.add_argument("--seed", type=int, default=0)
     trn.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
@@ -294,10 +372,12 @@ def build_parser():
 
     wts = sub.add_parser("weights", help="build the demo weights from generated data")
     wts.add_argument("action", choices=["build-demo"])
-    wts.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "weights" / "demo" / "atvgnet"))
+    wts.add_argument("--model", default="atvgnet", choices=["atvgnet", "davs"])
+    wts.add_argument("--out", help="weights folder to write (default weights/demo/<model>)")
     wts.add_argument("--work", help="folder for the generated clips, dataset and runs (default: a temporary one)")
-    wts.add_argument("--atnet-minutes", type=float, default=8.0)
-    wts.add_argument("--vgnet-minutes", type=float, default=16.0)
+    wts.add_argument("--atnet-minutes", type=float, default=4.0)
+    wts.add_argument("--vgnet-minutes", type=float, default=26.0)
+    wts.add_argument("--minutes", type=float, default=25.0, help="davs: training minutes")
     wts.add_argument("--seed", type=int, default=0)
     wts.add_argument("-q", "--quiet", action="store_true")
     wts.set_defaults(func=cmd_weights)
