@@ -11,6 +11,7 @@
     talkingface train atvgnet --data DIR --stage atnet|vgnet --out DIR
     talkingface train davs --data DIR --out DIR
     talkingface eval --model atvgnet --data DIR (--weights DIR | --atnet RUN --vgnet RUN)
+    talkingface eval --model davs --data DIR (--weights DIR | --run RUN) [--mode audio|video]
 
 Problems a user can fix (no face, not an image, missing weights, ...) print one line
 ``error: ...`` and exit with status 2; nothing else is caught.
@@ -202,15 +203,16 @@ def _train_davs(args):
     print(json.dumps({k: summary[k] for k in ("step", "stopped", "word_terms", "out_dir")}))
 
 
-def cmd_eval(args):
-    import math
-
+def _eval_atvgnet(args):
+    """{clip: scores} of AT-net + VG-net on the prepared split."""
     import numpy as np
 
-    from models import metrics, registry
+    from models import registry
     from models.atvgnet import evaluate, train
     from models.weights import weights_dir
 
+    if args.run or args.mode or args.finetune_steps is not None:
+        raise TalkingFaceError("--run, --mode and --finetune-steps apply to davs, not atvgnet")
     if args.atnet or args.vgnet:
         if not (args.atnet and args.vgnet):
             raise TalkingFaceError("give both --atnet and --vgnet training folders, or --weights")
@@ -223,8 +225,41 @@ def cmd_eval(args):
         vgnet = registry.load_network("atvgnet", "vgnet", folder / "generator_23.pth")
         pca = (np.load(folder / "mean_lrw1.npy"), np.load(folder / "U_lrw1.npy"))
     device = next(atnet.parameters()).device
-    results = evaluate.evaluate(atnet, vgnet, args.data, split=args.split, pca=pca, max_clips=args.max_clips,
-                                device=device)
+    return evaluate.evaluate(atnet, vgnet, args.data, split=args.split, pca=pca, max_clips=args.max_clips,
+                             device=device)
+
+
+def _eval_davs(args):
+    """{clip: scores} of DAVS on the prepared split, networks from --weights or --run."""
+    from models import registry
+    from models.davs import evaluate, train
+    from models.davs.pipeline import DAVSPipeline
+
+    if args.atnet or args.vgnet:
+        raise TalkingFaceError("--atnet and --vgnet apply to atvgnet; give davs --weights or --run")
+    if args.run and args.weights:
+        raise TalkingFaceError("give --weights or --run, not both")
+    if not (Path(args.data) / "manifest.json").is_file():
+        raise TalkingFaceError(f"{args.data} is not a prepared dataset (run `talkingface data prepare "
+                               "--model davs`)")
+    options = {} if args.finetune_steps is None else {"finetune_steps": args.finetune_steps}
+    if args.run:
+        # A run folder holds every network it trains; the four of inference are loaded strictly.
+        networks = train.load_trained(args.run, device=args.device)
+        info = {"weights": train.read_config(args.run).get("name", "training run"), "weights_dir": args.run}
+        pipe = DAVSPipeline.with_networks(**networks, device=args.device, info=info, **options)
+    else:
+        pipe = registry.load("davs", weights=args.weights, device=args.device, **options)
+    return evaluate.evaluate(pipe, args.data, split=args.split, mode=args.mode or "audio",
+                             finetune_steps=args.finetune_steps, max_clips=args.max_clips)
+
+
+def cmd_eval(args):
+    import math
+
+    from models import metrics
+
+    results = _eval_davs(args) if args.model == "davs" else _eval_atvgnet(args)
     if not results:
         raise TalkingFaceError(f"no prepared clips in the {args.split} split of {args.data}")
     print(metrics.format_table(results, add_mean=True))
@@ -359,12 +394,17 @@ def build_parser():
     trn.set_defaults(func=cmd_train)
 
     evl = sub.add_parser("eval", help="PSNR, SSIM, LMD, CPBD and lip-sync proxy on a prepared split")
-    evl.add_argument("--model", default="atvgnet", choices=["atvgnet"])
+    evl.add_argument("--model", default="atvgnet", choices=["atvgnet", "davs"])
     evl.add_argument("--data", required=True)
     evl.add_argument("--split", default="test", choices=["train", "test"])
-    evl.add_argument("--weights", help="the authors' weights folder (default $TALKINGFACE_WEIGHTS_DIR or ./weights)")
+    evl.add_argument("--weights", help="the authors' weights folder, or for davs a project weights folder "
+                                       "(default $TALKINGFACE_WEIGHTS_DIR or ./weights)")
     evl.add_argument("--atnet", help="an AT-net training folder (instead of --weights)")
     evl.add_argument("--vgnet", help="a VG-net training folder (instead of --weights)")
+    evl.add_argument("--run", help="davs: a training run folder (instead of --weights)")
+    evl.add_argument("--mode", choices=["audio", "video"],
+                     help="davs: lips from the clip's audio (default) or from its own frames")
+    evl.add_argument("--finetune-steps", type=int, help="davs: test-time fine-tuning steps (default 5, the authors')")
     evl.add_argument("--max-clips", type=int)
     evl.add_argument("--device", default="cpu")
     evl.add_argument("--json", help="also write the per-clip results here")

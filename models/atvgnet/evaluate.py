@@ -22,26 +22,27 @@ from models.perception import face as face_lib
 PAD = 48
 
 
-def crop_landmarks(frame):
-    """dlib's 68 landmarks of an aligned 128x128 face crop, or None.
+def crop_landmarks(frame, pad=PAD, zoom=2):
+    """dlib's 68 landmarks of an aligned face crop (ATVGnet's 128x128 by default), or None.
 
     The face fills the crop edge to edge, where dlib's detector rarely fires; the crop is
-    framed with a replicated border and doubled in size first.
+    framed with a replicated border of ``pad`` pixels and scaled by ``zoom`` first.
     """
     import cv2
-    framed = cv2.copyMakeBorder(np.ascontiguousarray(frame), PAD, PAD, PAD, PAD, cv2.BORDER_REPLICATE)
-    framed = cv2.resize(framed, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+    framed = cv2.copyMakeBorder(np.ascontiguousarray(frame), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    if zoom != 1:
+        framed = cv2.resize(framed, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
     boxes = face_lib.detect_faces(framed)
     if not boxes:
         return None
-    return face_lib.landmarks68(framed, boxes[0]) / 2.0 - PAD
+    return face_lib.landmarks68(framed, boxes[0]) / zoom - pad
 
 
-def _mouths(frames):
+def _mouths(frames, detector=crop_landmarks):
     """(T, 20, 2) dlib mouth landmarks, NaN for frames without a detected face."""
     out = np.full((len(frames), 20, 2), np.nan, np.float32)
     for i, frame in enumerate(frames):
-        landmarks = crop_landmarks(frame)
+        landmarks = detector(frame)
         if landmarks is not None:
             out[i] = landmarks[48:68]
     return out
@@ -75,8 +76,12 @@ def generate_clip(atnet, vgnet, clip, pca_mean, pca_basis, scale_components=Fals
     return np.concatenate(frames)
 
 
-def score_clip(real, fake, real_mouth, audio, sample_rate=16000, fps=25):
-    fake_mouth = _mouths(fake)
+def score_clip(real, fake, real_mouth, audio, sample_rate=16000, fps=25, detector=crop_landmarks):
+    """PSNR, SSIM, LMD, CPBD and the lip-sync proxy of generated frames against real ones.
+
+    ``detector`` finds the 68 landmarks of one generated frame (or None).
+    """
+    fake_mouth = _mouths(fake, detector)
     seen = ~np.isnan(fake_mouth).any(axis=(1, 2))
     gray = [np.asarray(face_lib.to_gray(f)) for f in fake]
     return {
@@ -84,7 +89,7 @@ def score_clip(real, fake, real_mouth, audio, sample_rate=16000, fps=25):
         "ssim": float(np.mean([metrics.ssim(r, f) for r, f in zip(real, fake)])),
         "lmd": metrics.lmd(real_mouth[seen], fake_mouth[seen]) if seen.any() else float("nan"),
         "cpbd": float(np.mean([metrics.cpbd(g) for g in gray])),
-        "lip_sync": metrics.lip_sync_proxy(fake, audio, sample_rate, fps, detector=crop_landmarks),
+        "lip_sync": metrics.lip_sync_proxy(fake, audio, sample_rate, fps, detector=detector),
         "frames": len(fake),
     }
 
