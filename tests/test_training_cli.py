@@ -118,6 +118,30 @@ def test_exported_weights_are_checked_against_their_sums(exported, tmp_path):
         registry.load("atvgnet", weights=copy, device="cpu")
 
 
+def test_exporting_again_over_a_report_keeps_the_folder_loadable(exported, tmp_path):
+    import shutil
+    from models import registry
+    from models.atvgnet.export import BASICS, export_weights
+    copy = tmp_path / "copy"
+    shutil.copytree(exported, copy)
+    (copy / "REPORT.json").write_text("{}")           # left by an earlier build, rewritten after export
+    config = json.loads((copy / "config.json").read_text())
+    basics = dict(np.load(copy / "basics.npz"))
+    runs = {stage: tmp_path / stage for stage in ("atnet", "vgnet")}
+    for stage, run in runs.items():                   # a run folder as export reads it
+        run.mkdir()
+        shutil.copyfile(copy / f"{stage}.safetensors", run / f"{stage}.safetensors")
+        (run / "config.json").write_text(json.dumps({"stage": stage, "network": config[stage], "step": 1,
+                                                     "files": {"generator": f"{stage}.safetensors"}}))
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copyfile(copy / "pca.npz", data / "pca.npz")
+    export_weights(runs["atnet"], runs["vgnet"], data, {k: basics[k] for k in BASICS}, copy, name="again")
+    (copy / "REPORT.json").write_text('{"rewritten": true}')
+    assert "REPORT.json" not in (copy / "SHA256SUMS").read_text()
+    assert registry.load("atvgnet", weights=copy, device="cpu").info["weights"] == "again"
+
+
 def test_weights_are_picked_in_order(exported, seeded_weights_dir, tmp_path, monkeypatch):
     from dataclasses import replace
     from models import registry

@@ -4,7 +4,7 @@
 
 The folder carries everything inference needs besides the networks: the dataset's PCA
 and the normalisation and crop arrays the data was prepared with, so it works without
-the authors' files. ``SHA256SUMS`` lists every file.
+the authors' files. ``SHA256SUMS`` lists every file it writes.
 """
 
 import json
@@ -37,6 +37,7 @@ def export_weights(atnet_run, vgnet_run, data_dir, basics, out_dir, name="projec
     np.savez(out_dir / "basics.npz", **{k: np.asarray(basics[k], np.float32) for k in BASICS})
     config.update(extra or {})
     (out_dir / PROJECT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    files = sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name != "SHA256SUMS")
+    # Only the files written here: a folder exported into again may hold others (a report).
+    files = sorted(["atnet.safetensors", "vgnet.safetensors", "pca.npz", "basics.npz", PROJECT_CONFIG])
     (out_dir / "SHA256SUMS").write_text("".join(f"{sha256sum(out_dir / f)}  {f}\n" for f in files))
     return out_dir
