@@ -355,9 +355,9 @@ class Decoder(nn.Module):
     def forward(self, id_feature, mouth_feature):
         """id_feature: ``IdentityEncoder`` output (uses [0] (N, F) and [3] (N, 5b', S/8, S/8));
         mouth_feature (N, F) wid of one frame -> frame (N, 3, S, S) in [0, 1]."""
-        pid = id_feature[0].reshape(-1, self.feature_length, 1, 1)
-        wid = mouth_feature.reshape(-1, self.feature_length, 1, 1)
-        net = self.relu(self.deconv1_1_bn(self.deconv1_1_new(torch.cat((pid, wid), 1))))
+        pid = id_feature[0].reshape(-1, self.feature_length)
+        wid = mouth_feature.reshape(-1, self.feature_length)
+        net = self.relu(self.deconv1_1_bn(_seed_map(self.deconv1_1_new, torch.cat((pid, wid), 1))))
         blocks = (self.convblock1, self.convblock2, self.convblock3,
                   self.convblock4, self.convblock5, self.convblock6)
         for i, block in enumerate(blocks):
@@ -365,8 +365,24 @@ class Decoder(nn.Module):
                 net = torch.cat((id_feature[3], net), 1)
             # PyTorch 0.2's UpsamplingBilinear2d aligned corners.
             net = F.interpolate(block(net), scale_factor=2, mode="bilinear", align_corners=True)
-        net = self.relu(self.conv7_1_bn(self.conv7_1(net)))
-        return (self.tanh(self.conv7_2(net)) + 1) / 2.0
+        net = self.relu(self.conv7_1_bn(_as_conv(self.conv7_1, net)))
+        return (self.tanh(_as_conv(self.conv7_2, net)) + 1) / 2.0
+
+
+def _seed_map(deconv, x):
+    """``deconv`` (a transposed conv with a k x k kernel, stride 1, no padding) of 1x1 maps
+    ``x`` (N, C): each output pixel is a weighted sum of ``x``, one matrix product."""
+    c_in, c_out, kh, kw = deconv.weight.shape
+    out = x @ deconv.weight.reshape(c_in, c_out * kh * kw)
+    return out.view(-1, c_out, kh, kw) + deconv.bias.view(1, c_out, 1, 1)
+
+
+def _as_conv(deconv, x):
+    """A stride-1 transposed conv run as the equivalent ordinary conv (flipped, transposed
+    kernel, padding k - 1 - p): the same numbers, several times faster on the CPU."""
+    k, p = deconv.kernel_size[0], deconv.padding[0]
+    weight = deconv.weight.flip(2, 3).transpose(0, 1)
+    return F.conv2d(x, weight, deconv.bias, padding=k - 1 - p)
 
 
 # ------------------------------------------------------------------ training only
