@@ -14,7 +14,8 @@ import torch
 
 from models.davs import dataset, evaluate, preprocess
 from models.davs.networks import Decoder, IdentityEncoder, LipFeatureEncoder, MfccEncoder
-from models.davs.pipeline import DAVSPipeline, save_project
+from models.common.pipeline import save_project
+from models.davs.pipeline import DAVSPipeline
 from models.errors import InvalidInput
 from models.perception import face as face_lib
 from service import cli
@@ -57,7 +58,7 @@ def networks():
 
 @pytest.fixture(scope="module")
 def weights_dir(networks, tmp_path_factory):
-    return save_project(tmp_path_factory.mktemp("davs_eval_weights"), **networks, name="tiny")
+    return save_project(tmp_path_factory.mktemp("davs_eval_weights"), "davs", networks, name="tiny")
 
 
 def test_real_frames_against_themselves_score_perfectly(data_dir):
@@ -123,7 +124,7 @@ def test_eval_command_prints_the_table_and_writes_json(data_dir, weights_dir, tm
 
 def test_eval_command_reads_a_training_run_in_video_mode(data_dir, networks, tmp_path, capsys):
     # The layout of a run folder: config.json with the networks' arguments and "train".
-    run = save_project(tmp_path / "run", **networks, name="run", extra={"train": {"image_size": 256}})
+    run = save_project(tmp_path / "run", "davs", networks, name="run", extra={"train": {"image_size": 256}})
     code = cli.main(["eval", "--model", "davs", "--data", str(data_dir), "--run", str(run), "--mode", "video",
                      "--finetune-steps", "0", "--max-clips", "1"])
     assert code == 0
@@ -137,7 +138,7 @@ def test_eval_command_refuses_what_it_cannot_score(data_dir, weights_dir, tmp_pa
              "decoder": Decoder(16, 4, 20, image_size=128),
              "mfcc_encoder": MfccEncoder(4, 16),
              "lip_feature_encoder": LipFeatureEncoder(4, 16, image_size=128)}
-    reduced = save_project(tmp_path / "small", **small)
+    reduced = save_project(tmp_path / "small", "davs", small)
     cases = [
         (["--weights", str(reduced)], "128x128"),
         (["--weights", str(weights_dir), "--run", str(weights_dir)], "not both"),

@@ -18,7 +18,8 @@ from models import InvalidInput, NoFaceFound, TalkingFaceInput, WeightsMissing, 
 from models.davs import audio as davs_audio
 from models.davs import preprocess
 from models.davs.networks import Decoder, IdentityEncoder, LipFeatureEncoder, MfccEncoder
-from models.davs.pipeline import DAVSPipeline, FaceTracker, save_project
+from models.common.pipeline import save_project
+from models.davs.pipeline import DAVSPipeline, FaceTracker
 from models.perception import face as face_lib
 from models.weights import WeightsInvalid
 from service import media
@@ -320,7 +321,7 @@ def test_authors_checkpoint_loads_all_four_networks(tmp_path):
 
 
 def test_project_weights_round_trip(networks, tmp_path, photo, speech):
-    folder = save_project(tmp_path / "davs", **networks, name="tiny")
+    folder = save_project(tmp_path / "davs", "davs", networks, name="tiny")
     loaded = registry.load("davs", weights=folder, device="cpu", chunk_frames=4)
     assert loaded.info["weights"] == "tiny"
     inputs = TalkingFaceInput(image=photo, audio=speech[:8000], sample_rate=16000)

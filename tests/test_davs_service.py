@@ -12,7 +12,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from models import InvalidInput
-from models.davs.pipeline import DAVSPipeline, save_project
+from models.common.pipeline import save_project
+from models.davs.pipeline import DAVSPipeline
 from service import media
 from service.app import create_app
 from service.cli import main
@@ -35,7 +36,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
-    return save_project(tmp_path_factory.mktemp("davs") / "weights", **small_networks(), name="tiny seeded")
+    return save_project(tmp_path_factory.mktemp("davs") / "weights", "davs", small_networks(), name="tiny seeded")
 
 
 @pytest.fixture(scope="module")

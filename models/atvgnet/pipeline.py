@@ -27,27 +27,22 @@ whatever the face (``norm_landmarks`` subtracts the image's own shape parameters
 themselves). The released weights were trained and run that way, so it is kept.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from models import weights as weights_lib
 from models.atvgnet import features, preprocess
 from models.atvgnet.networks import ATNet, VGNet
 from models.common.device import pick_device
-from models.errors import InvalidInput
+from models.common.pipeline import TalkingFacePipeline, load_project_networks, read_project
 from models.perception import face as face_lib
-from models.perception.audio import resample
-from models.types import TalkingFaceInput, Video
+from models.types import TalkingFaceInput
 
 # The demo's exaggeration of PCA components 1-5 of AT-net's output.
 COMPONENT_SCALE = 2 * torch.tensor([1.1, 1.2, 1.3, 1.4, 1.5])
-MIN_AUDIO_SECONDS = 0.3
-PROJECT_CONFIG = "config.json"      # marks a folder of weights trained by this project
 
 
 @dataclass
@@ -64,7 +59,7 @@ class Reference:
     paste_back: object         # callable (n,128,128,3) -> (n,H,W,3)
 
 
-class ATVGnetPipeline:
+class ATVGnetPipeline(TalkingFacePipeline):
     """AT-net -> VG-net cascade. Build with ``from_pretrained`` or ``models.registry.load``.
 
     Args:
@@ -82,6 +77,7 @@ class ATVGnetPipeline:
         info: what to report about the weights used.
     """
 
+    name = "atvgnet"
     fps = features.FPS
     sample_rate = features.SAMPLE_RATE
 
@@ -102,7 +98,7 @@ class ATVGnetPipeline:
     @classmethod
     def from_pretrained(cls, directory, device="auto", verify=True, **options):
         """Load the authors' files, under their released names, from ``directory``."""
-        paths = weights_lib.require_all(_files(), directory, verify)
+        paths = weights_lib.require_all(cls.weight_files(), directory, verify)
         atnet = weights_lib.load_weights(ATNet(), paths["atnet_lstm_18.pth"], "atnet_lstm_18.pth")
         vgnet = weights_lib.load_weights(VGNet(), paths["generator_23.pth"], "generator_23.pth")
         return cls.with_networks(atnet, vgnet, directory, device=device, verify=verify,
@@ -114,7 +110,7 @@ class ATVGnetPipeline:
 
         For training runs and benchmarks with random-initialised or reduced-width networks.
         """
-        arrays_needed = [f for f in _files() if f.name.endswith(".npy")]
+        arrays_needed = [f for f in cls.weight_files() if f.name.endswith(".npy")]
         paths = weights_lib.require_all(arrays_needed, directory, verify)
         arrays = {name[:-4]: np.load(path, allow_pickle=False) for name, path in paths.items() if path}
         shape_arrays = {k: arrays[k] for k in ("mean_shape_img", "mean_shape_norm", "S", "base_68")}
@@ -132,30 +128,20 @@ class ATVGnetPipeline:
         arrays the data was prepared with), and ``SHA256SUMS`` checked when ``verify``.
         """
         directory = Path(directory)
-        config = json.loads((directory / PROJECT_CONFIG).read_text())
-        if verify and (directory / "SHA256SUMS").is_file():
-            for line in (directory / "SHA256SUMS").read_text().splitlines():
-                digest, name = line.split(maxsplit=1)
-                if weights_lib.sha256sum(directory / name) != digest:
-                    raise weights_lib.WeightsInvalid(f"{directory / name} does not match SHA256SUMS")
-        atnet = weights_lib.load_weights(ATNet(**config["atnet"]), directory / "atnet.safetensors",
-                                         "atnet.safetensors")
-        vgnet = weights_lib.load_weights(VGNet(**config["vgnet"]), directory / "vgnet.safetensors",
-                                         "vgnet.safetensors")
+        config = read_project(directory, verify)
+        networks = load_project_networks(directory, {"atnet": ATNet, "vgnet": VGNet}, config)
         with np.load(directory / "pca.npz") as pca, np.load(directory / "basics.npz") as basics:
             shape_arrays = {k: basics[k] for k in ("mean_shape_img", "mean_shape_norm", "S", "base_68")}
             shape_arrays["base_68_close"] = None
             mean, basis = pca["mean"], pca["basis"][:, :6]
         info = {"weights": config.get("name", "project"), "weights_dir": str(directory)}
-        return cls(atnet, vgnet, basis, mean, shape_arrays, device=device,
+        return cls(networks["atnet"], networks["vgnet"], basis, mean, shape_arrays, device=device,
                    scale_components=config.get("scale_components", False), info=info, **options)
 
     # -- steps ------------------------------------------------------------------------
     def prepare_reference(self, image, face_index=0) -> Reference:
         """Steps 1-2: detect, crop and align the face; the example landmark."""
-        image = np.ascontiguousarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise InvalidInput("the image must be RGB uint8 of shape (H, W, 3)")
+        image = self.check_image(image)
         box, landmarks, n_faces = face_lib.find_face(image, face_index)
         roi, landmarks163, crop = preprocess.crop_face(image, box, landmarks)
         arrays = self.shape_arrays
@@ -172,18 +158,8 @@ class ATVGnetPipeline:
             landmark=coefficients @ self.pca.T + self.mean, n_faces=n_faces,
             paste_back=preprocess.PasteBack(image, crop, transform))
 
-    def prepare_audio(self, audio, sample_rate):
-        """Mono float32 at 16 kHz, checked for length."""
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim != 1:
-            raise InvalidInput("the audio must be mono (one channel)")
-        if sample_rate <= 0:
-            raise InvalidInput("the sample rate must be positive")
-        audio = resample(audio, sample_rate, self.sample_rate)
-        if features.num_frames(len(audio)) == 0 or len(audio) < MIN_AUDIO_SECONDS * self.sample_rate:
-            raise InvalidInput(f"audio is {len(audio) / self.sample_rate:.2f} s long; "
-                               f"at least {MIN_AUDIO_SECONDS} s is needed")
-        return audio
+    def too_short(self, audio):
+        return features.num_frames(len(audio)) == 0
 
     @torch.inference_mode()
     def _generate(self, reference, windows, state):
@@ -218,27 +194,3 @@ class ATVGnetPipeline:
             yield reference.paste_back(frames) if paste_back else frames
             if progress is not None:
                 progress(start + len(frames), total)
-
-    def __call__(self, inputs: TalkingFaceInput, paste_back=False, progress=None, show_progress=False) -> Video:
-        """Generate the whole clip in memory. For long clips prefer ``frame_chunks``."""
-        bar = None
-        if show_progress:
-            bar = tqdm(unit="frame", desc="atvgnet")
-
-            def progress(done, total, user=progress):
-                bar.total = total
-                bar.update(done - bar.n)
-                if user is not None:
-                    user(done, total)
-        try:
-            chunks = list(self.frame_chunks(inputs, paste_back=paste_back, progress=progress))
-        finally:
-            if bar is not None:
-                bar.close()
-        return Video(frames=np.concatenate(chunks), fps=self.fps, audio=np.asarray(inputs.audio, np.float32),
-                     sample_rate=inputs.sample_rate, info=dict(self.info))
-
-
-def _files():
-    from models.registry import spec
-    return spec("atvgnet").files

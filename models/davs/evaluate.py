@@ -33,7 +33,7 @@ import numpy as np
 from models.atvgnet.evaluate import crop_landmarks, score_clip
 from models.davs import audio as davs_audio
 from models.davs import dataset, preprocess
-from models.davs.pipeline import AUDIO_WORD_SCALE, VIDEO_WORD_SCALE, Reference, _check_steps
+from models.davs.pipeline import AUDIO_WORD_SCALE, VIDEO_WORD_SCALE, FINETUNE_OPTION, Reference
 from models.errors import InvalidInput
 
 MODES = ("audio", "video")
@@ -83,7 +83,7 @@ def generate_clip(pipe, clip, mode="audio", finetune_steps=None):
     if mode not in MODES:
         raise InvalidInput(f"mode must be 'audio' or 'video', got {mode!r}")
     _check_pipeline(pipe)
-    steps = pipe.finetune_steps if finetune_steps is None else _check_steps(finetune_steps)
+    steps = pipe.finetune_steps if finetune_steps is None else FINETUNE_OPTION.parse(finetune_steps)
     faces = real_faces(clip)
     total = len(faces)
     # 1. Identity image A: the first frame, as the test loaders cut it.

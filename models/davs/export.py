@@ -12,14 +12,14 @@ state stay in the run folder.
 from pathlib import Path
 
 from models.davs import train
-from models.davs.pipeline import save_project
+from models.common.pipeline import save_project
 
 
 def export_weights(run_dir, out_dir, name="project", extra=None) -> Path:
     """Write ``out_dir`` from the run in ``run_dir``; ``extra`` adds entries to ``config.json``.
 
     The networks are loaded strictly from the run (a damaged or mismatched run fails here,
-    not at inference) and written by ``models.davs.pipeline.save_project``.
+    not at inference) and written by ``models.common.pipeline.save_project``.
 
     Returns:
         The folder written.
@@ -34,4 +34,4 @@ def export_weights(run_dir, out_dir, name="project", extra=None) -> Path:
         "word_terms": run_config.get("word_terms", False),
     }
     info.update(extra or {})
-    return save_project(out_dir, name=name, extra=info, **networks)
+    return save_project(out_dir, "davs", networks, name=name, extra=info)

@@ -51,7 +51,6 @@ Differences from the authors' script. None changes what the networks compute for
 """
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,30 +58,30 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from models import weights as weights_lib
 from models.common.device import pick_device
+from models.common.pipeline import Option, TalkingFacePipeline, load_project_networks, read_project
 from models.davs import audio as davs_audio
 from models.davs import preprocess
 from models.davs.networks import Decoder, IdentityEncoder, LipFeatureEncoder, MfccEncoder
 from models.errors import InvalidInput, NoFaceFound
 from models.perception import face as face_lib
-from models.perception.audio import resample
-from models.types import TalkingFaceInput, Video
+from models.types import TalkingFaceInput
 
 AUDIO_WORD_SCALE = 1.5        # Test_Audio_Model.audio_sequence_generation
 VIDEO_WORD_SCALE = 0.8        # Test_Video_Model.video_sequence_generation
 FINETUNE_STEPS = 5            # test_all.py: `if i2 < 5: ... model.test_train()`
+MAX_FINETUNE_STEPS = 20       # ~2 s a step on a CPU: a request may not hold a worker much longer
+FINETUNE_OPTION = Option("finetune_steps", int, None, "test-time fine-tuning steps on the photo "
+                         f"(default {FINETUNE_STEPS}, the authors'; 0: off)", minimum=0, maximum=MAX_FINETUNE_STEPS)
 FINETUNE_LR = 2e-4            # Options_all --lr
 FINETUNE_BETAS = (0.9, 0.999)     # --beta1 and Adam's default
 FINETUNE_L1_WEIGHT = 4.0      # --lambda_A
 MOUTH_ROWS, MOUTH_COLS = slice(170, 234), slice(64, 192)   # test_mask[:, :, 170:234, 64:192]
 MOUTH_WEIGHT = 0.001          # the mask's value there (1 elsewhere)
-MIN_AUDIO_SECONDS = 0.3
 MAX_LEADING_FRAMES = 250      # driving video: frames held while no face has been found yet,
 MAX_LEADING_BYTES = 512 << 20     # and the memory they may take
-PROJECT_CONFIG = "config.json"    # marks a folder of weights trained by this project
 NETWORKS = {                  # pipeline attribute -> (class, entry of the authors' checkpoint)
     "id_encoder": (IdentityEncoder, "ID_encoder"),
     "decoder": (Decoder, "Decoder"),
@@ -156,7 +155,7 @@ class FaceTracker:
         return face_lib.landmarks68(gray, box).astype(np.float64)
 
 
-class DAVSPipeline:
+class DAVSPipeline(TalkingFacePipeline):
     """Person-ID encoder + word-ID encoders -> decoder. Build with ``from_pretrained``,
     ``from_project`` or ``models.registry.load("davs")``.
 
@@ -180,10 +179,11 @@ class DAVSPipeline:
         ```
     """
 
+    name = "davs"
     fps = davs_audio.FPS
     sample_rate = davs_audio.SAMPLE_RATE
     accepts_video = True                      # lips can be read from a driving video
-    options = ("finetune_steps",)             # per-call options beyond paste_back
+    options = (FINETUNE_OPTION,)
 
     def __init__(self, id_encoder, decoder, mfcc_encoder, lip_feature_encoder, device="auto",
                  chunk_frames=None, half=False, finetune_steps=FINETUNE_STEPS, info=None):
@@ -194,14 +194,14 @@ class DAVSPipeline:
         self.lip_feature_encoder = _frozen(lip_feature_encoder, self.device)
         self.chunk_frames = chunk_frames or (32 if self.device.type == "cuda" else 8)
         self.half = half and self.device.type == "cuda"
-        self.finetune_steps = _check_steps(finetune_steps)
+        self.finetune_steps = FINETUNE_OPTION.parse(finetune_steps)
         self.info = dict(info or {}, model="davs", device=str(self.device))
 
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, directory, device="auto", verify=True, **options):
         """Load the authors' ``101_DAVS_checkpoint.pth.tar`` from ``directory``."""
-        paths = weights_lib.require_all(_files(), directory, verify)
+        paths = weights_lib.require_all(cls.weight_files(), directory, verify)
         name, path = next(iter(paths.items()))
         checkpoint = weights_lib.read_state_dict(path)      # one read for the four entries
         networks = {attr: weights_lib.load_weights(net_cls(), checkpoint, f"{name}[{key!r}]", key=key)
@@ -220,46 +220,20 @@ class DAVSPipeline:
     def from_project(cls, directory, device="auto", verify=True, **options):
         """Load weights this project trained: see ``save_project`` for the folder's layout."""
         directory = Path(directory)
-        config = json.loads((directory / PROJECT_CONFIG).read_text())
-        if verify and (directory / "SHA256SUMS").is_file():
-            for line in (directory / "SHA256SUMS").read_text().splitlines():
-                digest, name = line.split(maxsplit=1)
-                if weights_lib.sha256sum(directory / name) != digest:
-                    raise weights_lib.WeightsInvalid(f"{directory / name} does not match SHA256SUMS")
-        networks = {}
-        for attr, (net_cls, _) in NETWORKS.items():
-            file = directory / f"{attr}.safetensors"
-            if not file.is_file():
-                raise weights_lib.WeightsMissing(f"missing {file.name} in the project weights folder {directory}")
-            networks[attr] = weights_lib.load_weights(net_cls(**config.get(attr, {})), file, file.name)
+        config = read_project(directory, verify)
+        networks = load_project_networks(directory, {attr: net_cls for attr, (net_cls, _) in NETWORKS.items()},
+                                         config)
         info = {"weights": config.get("name", "project"), "weights_dir": str(directory)}
         return cls(**networks, device=device, info=info, **options)
 
     # -- steps ------------------------------------------------------------------------
     def prepare_reference(self, image, face_index=0) -> Reference:
         """Step 1: detect and align the face; the identity image A."""
-        image = np.ascontiguousarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise InvalidInput("the image must be RGB uint8 of shape (H, W, 3)")
+        image = self.check_image(image)
         _, landmarks, n_faces = face_lib.find_face(image, face_index)
         face, matrix = preprocess.align_face(image, landmarks)
         return Reference(photo=image, face=face, image=preprocess.identity_tensor(face).to(self.device),
                          n_faces=n_faces, paste_back=preprocess.PasteBack(image, matrix))
-
-    def prepare_audio(self, audio, sample_rate):
-        """Mono float32 at 16 kHz, checked for length."""
-        if audio is None:
-            raise InvalidInput("audio is needed (or a driving video)")
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim != 1:
-            raise InvalidInput("the audio must be mono (one channel)")
-        if sample_rate <= 0:
-            raise InvalidInput("the sample rate must be positive")
-        audio = resample(audio, sample_rate, self.sample_rate)
-        if len(audio) < MIN_AUDIO_SECONDS * self.sample_rate:
-            raise InvalidInput(f"audio is {len(audio) / self.sample_rate:.2f} s long; "
-                               f"at least {MIN_AUDIO_SECONDS} s is needed")
-        return audio
 
     @torch.no_grad()
     def audio_words(self, blocks):
@@ -371,7 +345,7 @@ class DAVSPipeline:
         ``finetune_steps`` overrides the pipeline's default for this call (0: none).
         """
         # 1. Check inputs
-        steps = self.finetune_steps if finetune_steps is None else _check_steps(finetune_steps)
+        steps = self.finetune_steps if finetune_steps is None else FINETUNE_OPTION.parse(finetune_steps)
         video_mode = inputs.video is not None
         if not video_mode:
             audio = self.prepare_audio(inputs.audio, inputs.sample_rate)
@@ -400,52 +374,8 @@ class DAVSPipeline:
             if progress is not None:
                 progress(done, max(expected or 0, done))
 
-    def __call__(self, inputs: TalkingFaceInput, paste_back=False, progress=None, show_progress=False,
-                 finetune_steps=None) -> Video:
-        """Generate the whole clip in memory. For long clips prefer ``frame_chunks``."""
-        bar = None
-        if show_progress:
-            bar = tqdm(unit="frame", desc="davs")
-
-            def progress(done, total, user=progress):
-                bar.total = total
-                bar.update(done - bar.n)
-                if user is not None:
-                    user(done, total)
-        try:
-            chunks = list(self.frame_chunks(inputs, paste_back=paste_back, progress=progress,
-                                            finetune_steps=finetune_steps))
-        finally:
-            if bar is not None:
-                bar.close()
-        audio = None if inputs.audio is None else np.asarray(inputs.audio, np.float32)
-        return Video(frames=np.concatenate(chunks), fps=self.fps, audio=audio, sample_rate=inputs.sample_rate,
-                     info=dict(self.info, mode="video" if inputs.video is not None else "audio"))
-
-
-def save_project(directory, id_encoder, decoder, mfcc_encoder, lip_feature_encoder, name="project", extra=None):
-    """Write networks as a weights folder ``DAVSPipeline.from_project`` (and ``--weights``) loads.
-
-    The folder holds ``config.json`` (``model``, ``name`` and each network's constructor
-    arguments, from its ``config``), one ``<network>.safetensors`` per network and
-    ``SHA256SUMS`` of every file.
-    """
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    networks = {"id_encoder": id_encoder, "decoder": decoder, "mfcc_encoder": mfcc_encoder,
-                "lip_feature_encoder": lip_feature_encoder}
-    config = {"model": "davs", "name": name}
-    for attr, net in networks.items():
-        config[attr] = dict(net.config)
-        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        save_file(state, str(directory / f"{attr}.safetensors"))
-    config.update(extra or {})
-    (directory / PROJECT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    files = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != "SHA256SUMS")
-    (directory / "SHA256SUMS").write_text("".join(f"{weights_lib.sha256sum(directory / f)}  {f}\n" for f in files))
-    return directory
+    def video_info(self, inputs):
+        return dict(self.info, mode="video" if inputs.video is not None else "audio")
 
 
 def _frozen(network, device):
@@ -455,12 +385,6 @@ def _frozen(network, device):
     channels-last kernels (the decoder runs about 20 % faster on the CPU, same numbers).
     """
     return network.to(device, memory_format=torch.channels_last).eval()
-
-
-def _check_steps(steps):
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= 100:
-        raise InvalidInput(f"finetune_steps must be a whole number from 0 to 100, got {steps!r}")
-    return int(steps)
 
 
 def _expected_frames(video):
@@ -485,8 +409,3 @@ def _frame_chunks(video, size):
         if chunk.ndim != 4 or chunk.shape[-1] != 3 or chunk.dtype != np.uint8:
             raise InvalidInput(f"video chunks must be uint8 RGB (n, H, W, 3), got {chunk.dtype} {chunk.shape}")
         yield chunk
-
-
-def _files():
-    from models.registry import spec
-    return spec("davs").files

@@ -1,0 +1,319 @@
+"""What every inference pipeline shares: declared options, the whole-clip call, weight folders.
+
+A system's pipeline subclasses ``TalkingFacePipeline`` and supplies ``frame_chunks`` (the
+clip as a stream of uint8 frame chunks) and its constructors. The class declares, once,
+what the model takes: ``accepts_video`` and its ``options`` with types, defaults and
+limits. The CLI, the REST form, the job schema and the dashboard read that declaration,
+so a new model needs no change in ``service/``.
+
+The project's own weights live in one folder layout for every system (``save_project``
+writes it, ``read_project`` + ``load_project_networks`` read it):
+
+    config.json          {"model", "name", <network>: constructor arguments, ...extra}
+    <network>.safetensors    one per network
+    <stem>.npz           arrays inference needs besides the networks (a PCA, templates)
+    SHA256SUMS           of exactly the files above
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from models import weights as weights_lib
+from models.errors import InvalidInput
+from models.perception.audio import resample
+from models.types import TalkingFaceInput, Video
+
+PROJECT_CONFIG = "config.json"      # marks a folder of weights trained by this project
+CHECKSUMS = "SHA256SUMS"
+
+
+# ---------------------------------------------------------------------------------------
+# Declared options
+
+
+class InvalidOption(InvalidInput):
+    """An option's value is outside what the model declares."""
+
+    code = "validation_error"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One per-request option of a model, declared where the model is.
+
+    Args:
+        name: snake_case name (``--finetune-steps`` on the command line).
+        type: ``bool``, ``int``, ``float`` or ``str``.
+        default: the value when a request does not say; None for "the model decides".
+        help: one line for ``--help``, the API docs and the dashboard.
+        minimum, maximum: inclusive limits of a number.
+        choices: the values a string may take.
+    """
+
+    name: str
+    type: type
+    default: object
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple | None = None
+
+    def parse(self, value):
+        """``value`` (typed, or a string from a form or the command line) checked and typed.
+
+        None stands for "not given" and is returned as it is.
+        """
+        if value is None:
+            return None
+        if isinstance(value, str) and self.type is not str:
+            value = self._from_text(value)
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise InvalidOption(f"{self.name} must be true or false, got {value!r}")
+            return value
+        if self.type in (int, float):
+            whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer()
+                                                            and self.type is int)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or (self.type is int and not whole):
+                raise InvalidOption(f"{self.name} must be {self._kind()}, got {value!r}")
+            value = self.type(value)
+            if (self.minimum is not None and value < self.minimum) or (
+                    self.maximum is not None and value > self.maximum):
+                raise InvalidOption(f"{self.name} must be {self._kind()}, got {value!r}")
+            return value
+        if not isinstance(value, str):
+            raise InvalidOption(f"{self.name} must be a string, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise InvalidOption(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
+        return value
+
+    def _from_text(self, text):
+        text = text.strip()
+        if self.type is bool:
+            lowered = text.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise InvalidOption(f"{self.name} must be true or false, got {text!r}")
+        try:
+            return int(text) if self.type is int else float(text)
+        except ValueError:
+            raise InvalidOption(f"{self.name} must be {self._kind()}, got {text!r}") from None
+
+    def _kind(self):
+        noun = "a whole number" if self.type is int else "a number"
+        if self.minimum is not None and self.maximum is not None:
+            return f"{noun} from {self.minimum:g} to {self.maximum:g}"
+        if self.minimum is not None:
+            return f"{noun} of at least {self.minimum:g}"
+        if self.maximum is not None:
+            return f"{noun} of at most {self.maximum:g}"
+        return noun
+
+    def describe(self) -> dict:
+        """The declaration as JSON (``GET /v1/models``, the dashboard's form)."""
+        return {"name": self.name, "type": self.type.__name__, "default": self.default, "help": self.help,
+                "minimum": self.minimum, "maximum": self.maximum,
+                "choices": list(self.choices) if self.choices else None}
+
+
+# Options every talking-face model takes. ``paste_back`` and ``face_index`` go to the
+# pipeline; ``seed`` seeds torch before a job (for models that sample).
+COMMON_OPTIONS = (
+    Option("paste_back", bool, False, "put the face back into the full photo"),
+    Option("face_index", int, 0, "which face to animate, 0 = the largest", minimum=0, maximum=64),
+    Option("seed", int, None, "random seed, for models that sample"),
+)
+
+
+def check_options(pipeline_class, options: dict) -> dict:
+    """``options`` checked against what ``pipeline_class`` declares; values typed, None dropped.
+
+    Raises InvalidInput for an option the model does not have, InvalidOption for a value
+    outside its declaration.
+    """
+    declared = pipeline_class.declared_options()
+    checked = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name not in declared:
+            raise InvalidInput(f"model {pipeline_class.name} has no option {name}")
+        checked[name] = declared[name].parse(value)
+    return checked
+
+
+# ---------------------------------------------------------------------------------------
+# The pipeline base
+
+
+class TalkingFacePipeline:
+    """Base of the talking-face pipelines: one photo + a voice clip (or a driving video) -> frames.
+
+    Subclasses set ``name``, ``fps``, ``sample_rate``, ``min_audio_seconds``, what they take
+    (``accepts_video``, ``options``) and implement ``frame_chunks``.
+    """
+
+    name: str = ""
+    task = "talking-face"
+    fps: float = 25.0
+    sample_rate: int = 16000
+    min_audio_seconds = 0.3
+    accepts_video = False             # True: lips can follow a driving video
+    options: tuple[Option, ...] = ()  # per-call options beyond COMMON_OPTIONS
+    info: dict
+
+    @classmethod
+    def declared_options(cls) -> dict[str, Option]:
+        """Every option a request to this model may carry, by name."""
+        return {option.name: option for option in COMMON_OPTIONS + tuple(cls.options)}
+
+    @classmethod
+    def call_options(cls, options: dict) -> dict:
+        """The model's own options among ``options`` (what ``frame_chunks`` takes as keywords)."""
+        own = {option.name for option in cls.options}
+        return {k: v for k, v in options.items() if k in own and v is not None}
+
+    @classmethod
+    def weight_files(cls):
+        """The files the registry lists for this model (its authors' release)."""
+        from models.registry import spec
+
+        return spec(cls.name).files
+
+    # -- checks shared by every system --------------------------------------------------
+    @staticmethod
+    def check_image(image) -> np.ndarray:
+        image = np.ascontiguousarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise InvalidInput("the image must be RGB uint8 of shape (H, W, 3)")
+        return image
+
+    def prepare_audio(self, audio, sample_rate):
+        """Mono float32 at the model's sample rate, checked for length."""
+        if audio is None:
+            raise InvalidInput("audio is needed (or a driving video)")
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise InvalidInput("the audio must be mono (one channel)")
+        if sample_rate <= 0:
+            raise InvalidInput("the sample rate must be positive")
+        audio = resample(audio, sample_rate, self.sample_rate)
+        if len(audio) < self.min_audio_seconds * self.sample_rate or self.too_short(audio):
+            raise InvalidInput(f"audio is {len(audio) / self.sample_rate:.2f} s long; "
+                               f"at least {self.min_audio_seconds} s is needed")
+        return audio
+
+    def too_short(self, audio) -> bool:
+        """Whether resampled ``audio`` gives the model no frame at all (beyond the length check)."""
+        return False
+
+    # -- the clip -------------------------------------------------------------------------
+    def frame_chunks(self, inputs: TalkingFaceInput, paste_back=False, progress=None, reference=None, **options):
+        """Yield uint8 RGB frame chunks (n, H, W, 3) in order; memory bounded per chunk.
+
+        ``progress(done, total)`` is called as frames are made; raising from it (to
+        cancel a job) stops the generation there. ``reference`` is ``prepare_reference``'s
+        result when the caller has it. ``options`` are the model's declared ``options``.
+        """
+        raise NotImplementedError
+
+    def video_info(self, inputs: TalkingFaceInput) -> dict:
+        """What to report with a whole clip (the weights, the device, ...)."""
+        return dict(self.info)
+
+    def __call__(self, inputs: TalkingFaceInput, paste_back=False, progress=None, show_progress=False,
+                 **options) -> Video:
+        """Generate the whole clip in memory. For long clips prefer ``frame_chunks``."""
+        bar = None
+        if show_progress:
+            bar = tqdm(unit="frame", desc=self.name)
+
+            def progress(done, total, user=progress):
+                bar.total = total
+                bar.update(done - bar.n)
+                if user is not None:
+                    user(done, total)
+        try:
+            chunks = list(self.frame_chunks(inputs, paste_back=paste_back, progress=progress, **options))
+        finally:
+            if bar is not None:
+                bar.close()
+        audio = None if inputs.audio is None else np.asarray(inputs.audio, np.float32)
+        return Video(frames=np.concatenate(chunks), fps=self.fps, audio=audio, sample_rate=inputs.sample_rate,
+                     info=self.video_info(inputs))
+
+
+# ---------------------------------------------------------------------------------------
+# The project's own weight folders
+
+
+def save_project(directory, model, networks, *, name="project", arrays=None, extra=None) -> Path:
+    """Write a weights folder that ``read_project`` / ``load_project_networks`` read back.
+
+    Args:
+        directory: the folder (created when missing). Files it holds already that are not
+            written here (a report) are left alone and stay out of ``SHA256SUMS``.
+        model: the registry name, recorded as ``config["model"]``.
+        networks: {name: network}; each is saved as ``<name>.safetensors`` and its
+            ``config`` (constructor arguments) as ``config[name]``.
+        name: what the weights are called in reports (``config["name"]``).
+        arrays: {stem: {key: array}}, each saved as ``<stem>.npz``.
+        extra: more entries for ``config.json``.
+
+    Returns:
+        The folder.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"model": model, "name": name}
+    written = [PROJECT_CONFIG]
+    for key, network in networks.items():
+        config[key] = dict(network.config)
+        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        save_file(state, str(directory / f"{key}.safetensors"))
+        written.append(f"{key}.safetensors")
+    for stem, entries in (arrays or {}).items():
+        np.savez(directory / f"{stem}.npz", **entries)
+        written.append(f"{stem}.npz")
+    config.update(extra or {})
+    (directory / PROJECT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    (directory / CHECKSUMS).write_text("".join(f"{weights_lib.sha256sum(directory / f)}  {f}\n"
+                                               for f in sorted(written)))
+    return directory
+
+
+def read_project(directory, verify=True) -> dict:
+    """The ``config.json`` of a project weights folder, after checking ``SHA256SUMS`` when ``verify``."""
+    directory = Path(directory)
+    if not (directory / PROJECT_CONFIG).is_file():
+        raise weights_lib.WeightsMissing(f"{directory} holds no {PROJECT_CONFIG}: not a project weights folder")
+    config = json.loads((directory / PROJECT_CONFIG).read_text())
+    if verify and (directory / CHECKSUMS).is_file():
+        for line in (directory / CHECKSUMS).read_text().splitlines():
+            digest, name = line.split(maxsplit=1)
+            if not (directory / name).is_file() or weights_lib.sha256sum(directory / name) != digest:
+                raise weights_lib.WeightsInvalid(f"{directory / name} does not match {CHECKSUMS}")
+    return config
+
+
+def load_project_networks(directory, classes, config) -> dict:
+    """{name: network} built from ``config[name]`` and loaded strictly from ``<name>.safetensors``."""
+    directory = Path(directory)
+    networks = {}
+    for key, network_class in classes.items():
+        file = directory / f"{key}.safetensors"
+        if not file.is_file():
+            raise weights_lib.WeightsMissing(f"missing {file.name} in the project weights folder {directory}")
+        networks[key] = weights_lib.load_weights(network_class(**config.get(key, {})), file, file.name)
+    return networks
