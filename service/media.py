@@ -1,8 +1,9 @@
 """Untrusted uploads in, MP4 out: image and audio decoding, and a streaming MP4 writer.
 
 Everything a user uploads goes through this module before a model sees it; audio
-decoding itself lives in ``models.perception.decode`` (dataset preparation uses it too)
-and is re-exported here. The rules:
+decoding lives in ``models.perception.decode`` and video decoding in
+``models.perception.video`` (the pipelines and dataset preparation read videos through it
+too), both re-exported here. The rules:
 
 - **Content decides, never the name.** Images are opened by Pillow restricted to JPEG,
   PNG, WebP and BMP. Audio containers are recognised by their magic bytes and that
@@ -28,12 +29,9 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import tempfile
-import threading
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Mapping
@@ -44,8 +42,26 @@ from PIL import Image, ImageOps
 
 from models.errors import InvalidInput
 from models.perception.decode import (  # noqa: F401  (re-exported)
-    DECODE_TIMEOUT_S, MAX_AUDIO_SECONDS, Source, _name, _read_head, _tail, ffmpeg_exe, read_audio,
-    sniff_container)
+    DECODE_TIMEOUT_S,
+    MAX_AUDIO_SECONDS,
+    Source,
+    display_name,
+    ffmpeg_exe,
+    read_audio,
+    sniff_container,
+    stderr_tail,
+)
+from models.perception.video import (  # noqa: F401  (re-exported)
+    VIDEO_CHUNK_BYTES,
+    VIDEO_CHUNK_FRAMES,
+    VIDEO_FPS,
+    VideoFrames,
+    VideoStream,
+    has_video_stream,
+    probe_video,
+    read_video,
+    read_video_audio,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +69,6 @@ logger = logging.getLogger(__name__)
 MAX_IMAGE_PIXELS = 50_000_000  # a 48 MP phone photo passes; ~150 MB once decoded to RGB
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 SILENCE_PEAK = 1e-4  # below this peak amplitude (full scale = 1.0) a clip counts as silent
-
-
-# ---------------------------------------------------------------------------- helpers
 
 
 # ---------------------------------------------------------------------------- images
@@ -80,7 +93,7 @@ def read_image(source: Source, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray
     Raises:
         InvalidInput: not a JPEG/PNG/WebP/BMP, truncated or corrupt, or too many pixels.
     """
-    name = _name(source)
+    name = display_name(source)
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         # `formats` stops Pillow from trying its other ~40 decoders on untrusted bytes.
@@ -119,23 +132,6 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
 # ---------------------------------------------------------------------------- audio
 
 
-def has_video_stream(path: str | os.PathLike) -> bool:
-    """Whether ffmpeg finds a video stream in a local file (of a sniffed container).
-
-    Uses ``ffmpeg -i`` (no ffprobe needed) with the same forced demuxer and protocol
-    whitelist as the decoders; a still-image "cover art" stream does not count.
-    """
-    demuxer = sniff_container(_read_head(str(path), 512))
-    if demuxer is None:
-        return False
-    cmd = (ffmpeg.input("file:" + os.path.abspath(path), format=demuxer, protocol_whitelist="file,pipe")
-           .output("pipe:1", format="null", t=0)   # stream list only, nothing decoded
-           .global_args("-hide_banner", "-nostdin").compile(cmd=ffmpeg_exe()))
-    done = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
-    lines = done.stderr.decode(errors="replace").splitlines()
-    return any("Video:" in line and "attached pic" not in line for line in lines if "Stream #" in line)
-
-
 def check_speech(audio: np.ndarray, sample_rate: int, min_seconds: float = 0.3) -> None:
     """Refuse audio that cannot drive a face: too short, or silent.
 
@@ -152,195 +148,6 @@ def check_speech(audio: np.ndarray, sample_rate: int, min_seconds: float = 0.3) 
         raise InvalidInput(f"audio is {seconds:.2f} s long; at least {min_seconds:g} s is needed")
     if float(np.max(np.abs(audio))) < SILENCE_PEAK:
         raise InvalidInput("audio is silent; a voice clip is needed")
-
-
-# ---------------------------------------------------------------------------- video
-
-
-VIDEO_FPS = 25.0  # the frame rate the talking-face models see and write
-VIDEO_CHUNK_FRAMES = 32
-VIDEO_CHUNK_BYTES = 64 << 20  # fewer frames a chunk when they are large: 4K frames come 2 at a time
-
-
-@dataclass(frozen=True)
-class VideoStream:
-    """What ``ffmpeg -i`` says about a file's first video stream."""
-
-    width: int
-    height: int
-    seconds: float | None  # the container's duration; None when it does not state one
-
-
-def probe_video(path: str | os.PathLike) -> VideoStream:
-    """The size and duration of a local file's first video stream, read from its header.
-
-    Same forced demuxer and protocol whitelist as the decoders; nothing is decoded.
-
-    Raises:
-        InvalidInput: not a container this service reads, or no video stream in it.
-    """
-    name = _name(path)
-    demuxer = sniff_container(_read_head(str(path), 512))
-    if demuxer is None:
-        raise InvalidInput(f"{name} is not a video (unknown format)")
-    cmd = (ffmpeg.input("file:" + os.path.abspath(path), format=demuxer, protocol_whitelist="file,pipe")
-           .output("pipe:1", format="null", t=0)
-           .global_args("-hide_banner", "-nostdin").compile(cmd=ffmpeg_exe()))
-    done = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
-    lines = done.stderr.decode(errors="replace").splitlines()
-    seconds = None
-    for line in lines:
-        found = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", line)
-        if found:
-            hours, minutes, secs = found.groups()
-            seconds = 3600 * int(hours) + 60 * int(minutes) + float(secs)
-            break
-    for line in lines:
-        if "Stream #" in line and "Video:" in line and "attached pic" not in line:
-            size = re.search(r"\b(\d{1,5})x(\d{1,5})\b", line.split("Video:", 1)[1])
-            if size:
-                return VideoStream(int(size.group(1)), int(size.group(2)), seconds)
-    raise InvalidInput(f"{name} has no video stream")
-
-
-class VideoFrames:
-    """A video's frames at ``fps``, decoded by ffmpeg chunk by chunk while it is iterated.
-
-    Each iteration starts one ffmpeg that reads the file (forced demuxer, local files
-    only), resamples it to ``fps`` frames per second (the ``fps`` filter: frames are
-    repeated or dropped, so a 30-fps or variable-rate phone video plays at the same
-    speed) and writes PPM frames into a pipe. PPM carries each frame's size, so a video
-    that ffmpeg turns upright from its rotation tag needs no special case. Memory holds
-    one chunk, whatever the length of the video.
-
-    Use :func:`read_video`, which checks the file before anything is decoded.
-
-    Attributes:
-        expected_frames (`int`): frames the header's duration promises at ``fps``; the
-            pipelines size their progress with it (the real count may differ by one).
-    """
-
-    def __init__(self, path, demuxer, stream: VideoStream, fps=VIDEO_FPS, max_seconds=MAX_AUDIO_SECONDS,
-                 max_pixels=MAX_IMAGE_PIXELS, chunk_frames=VIDEO_CHUNK_FRAMES):
-        self.path = os.path.abspath(path)
-        self.demuxer = demuxer
-        self.stream = stream
-        self.fps = float(fps)
-        self.max_seconds = max_seconds
-        self.max_pixels = max_pixels
-        self.chunk_frames = chunk_frames
-        seconds = stream.seconds if stream.seconds is not None else max_seconds
-        self.expected_frames = max(1, int(round(seconds * self.fps)))
-
-    def __iter__(self):
-        name = repr(os.path.basename(self.path))
-        frames = (ffmpeg.input("file:" + self.path, format=self.demuxer, protocol_whitelist="file,pipe")["v:0"]
-                  .filter("fps", fps=self.fps))
-        cmd = (frames.output("pipe:1", format="image2pipe", vcodec="ppm", t=f"{self.max_seconds + 1.0:.3f}")
-               .global_args("-hide_banner", "-nostdin", "-nostats", "-loglevel", "error")
-               .compile(cmd=ffmpeg_exe()))
-        most = int(self.max_seconds * self.fps) + 1
-        self._size = None
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
-            try:
-                count = 0
-                while True:
-                    # A hostile file must not hold a worker: each chunk has DECODE_TIMEOUT_S.
-                    watchdog = threading.Timer(DECODE_TIMEOUT_S, proc.kill)
-                    watchdog.start()
-                    try:
-                        chunk = self._read_chunk(proc.stdout, name)
-                    finally:
-                        watchdog.cancel()
-                    if chunk is None:
-                        break
-                    count += len(chunk)
-                    if count > most:
-                        raise InvalidInput(f"{name} is longer than {self.max_seconds:g} s, the longest accepted")
-                    yield chunk
-                code = proc.wait()
-                if code != 0 or count == 0:
-                    logger.info("ffmpeg could not decode the video %s: %s", name, _tail(err))
-                    raise InvalidInput(f"{name} is not a video (its frames could not be decoded)")
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait()
-                proc.stdout.close()
-
-    def _read_chunk(self, pipe, name):
-        """Up to ``chunk_frames`` frames (and about VIDEO_CHUNK_BYTES) from a PPM stream; None at its end."""
-        frames, limit = [], self.chunk_frames
-        while len(frames) < limit:
-            magic = pipe.readline()
-            if not magic:
-                break
-            size = pipe.readline().split()
-            pipe.readline()                                   # maximum value: 255
-            if magic.strip() != b"P6" or len(size) != 2:
-                raise InvalidInput(f"{name}: the decoder returned a frame it cannot read")
-            width, height = int(size[0]), int(size[1])
-            if width * height > self.max_pixels:
-                raise InvalidInput(f"{name} frames are {width}x{height} pixels; at most "
-                                   f"{self.max_pixels:,} pixels are accepted")
-            data = pipe.read(width * height * 3)
-            if len(data) < width * height * 3:
-                break                                          # cut short: ffmpeg's exit code tells
-            frame = np.frombuffer(data, np.uint8).reshape(height, width, 3)
-            if self._size is not None and frame.shape != self._size:
-                raise InvalidInput(f"{name} changes its frame size part-way; re-encode it at one size")
-            self._size = frame.shape
-            frames.append(frame)
-            limit = max(1, min(self.chunk_frames, VIDEO_CHUNK_BYTES // frame.nbytes))
-        return np.stack(frames) if frames else None
-
-
-def read_video(source: str | os.PathLike, fps: float = VIDEO_FPS, max_seconds: float = MAX_AUDIO_SECONDS,
-               max_pixels: int = MAX_IMAGE_PIXELS, chunk_frames: int = VIDEO_CHUNK_FRAMES) -> VideoFrames:
-    """Open an uploaded video for streaming its frames at ``fps``.
-
-    The header is checked first -- a video stream, its pixel count, its duration -- so a
-    file that is too large or too long is refused before anything is decoded; decoding
-    itself also stops one second past ``max_seconds``.
-
-    Args:
-        source (`str | os.PathLike`): a local file (MP4/MOV, MKV/WebM, AVI, MPEG-TS).
-        fps (`float`, defaults to 25): frame rate of the frames returned.
-        max_seconds (`float`, defaults to `MAX_AUDIO_SECONDS`): longest video accepted.
-        max_pixels (`int`, defaults to `MAX_IMAGE_PIXELS`): largest frame accepted.
-        chunk_frames (`int`, defaults to 32): most frames per chunk (fewer when they are
-            large: a chunk holds about 64 MiB).
-
-    Returns:
-        `VideoFrames`: iterate it for uint8 RGB chunks (n, H, W, 3).
-
-    Raises:
-        InvalidInput: not a video, no video stream, frames too large, or too long.
-    """
-    name = _name(source)
-    demuxer = sniff_container(_read_head(source, 512))
-    if demuxer is None:
-        raise InvalidInput(f"{name} is not a video (MP4, MOV, MKV, WebM, AVI or MPEG-TS expected)")
-    stream = probe_video(source)
-    if stream.width * stream.height > max_pixels:
-        raise InvalidInput(f"{name} frames are {stream.width}x{stream.height} pixels; at most "
-                           f"{max_pixels:,} pixels are accepted")
-    if stream.seconds is not None and stream.seconds > max_seconds + 1.0 / fps:
-        raise InvalidInput(f"{name} is longer than {max_seconds:g} s, the longest accepted")
-    return VideoFrames(source, demuxer, stream, fps=fps, max_seconds=max_seconds, max_pixels=max_pixels,
-                       chunk_frames=chunk_frames)
-
-
-def read_video_audio(source: Source, sample_rate: int = 16000,
-                     max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray | None:
-    """A video's sound as mono float32, or None when it has no audio track."""
-    try:
-        return read_audio(source, sample_rate=sample_rate, max_seconds=max_seconds)
-    except InvalidInput as exc:
-        if "has no audio track" in exc.message:
-            return None
-        raise
 
 
 # ---------------------------------------------------------------------------- MP4 output
@@ -508,7 +315,7 @@ class Mp4Writer:
             except OSError:  # the pipe may be broken already
                 pass
         if self._stderr is not None and not self._stderr.closed:
-            log = _tail(self._stderr)
+            log = stderr_tail(self._stderr)
             self._stderr.close()
         if self._tmp is not None:
             self._tmp.cleanup()

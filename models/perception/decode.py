@@ -1,7 +1,8 @@
 """Decoding untrusted audio (and the audio track of videos) with ffmpeg.
 
 Shared by the service (uploads) and by dataset preparation, so it lives with the
-models' perception code; ``service.media`` re-exports it. The rules:
+models' perception code; ``service.media`` re-exports it, and ``models.perception.video``
+(the one video reader) builds on its container list and ffmpeg helpers. The rules:
 
 - **Content decides, never the name.** Containers are recognised by their magic bytes
   and that demuxer is forced on ffmpeg with ``-f``, so ffmpeg never guesses a format
@@ -46,12 +47,16 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _name(source: Source) -> str:
+HEAD_BYTES = 512  # what ``sniff_container`` needs to see (MPEG-TS: three 188-byte packets)
+QUIET = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "error")  # ffmpeg's global args
+
+
+def display_name(source: Source) -> str:
     """How an error message refers to ``source``: its file name, or 'the upload'."""
     return "the upload" if isinstance(source, bytes) else repr(os.path.basename(os.fspath(source)))
 
 
-def _read_head(source: Source, n: int) -> bytes:
+def read_head(source: Source, n: int = HEAD_BYTES) -> bytes:
     """The first ``n`` bytes of a path or bytes; a missing file is a user error."""
     if isinstance(source, bytes):
         return source[:n]
@@ -59,10 +64,10 @@ def _read_head(source: Source, n: int) -> bytes:
         with open(source, "rb") as f:
             return f.read(n)
     except OSError as e:
-        raise InvalidInput(f"cannot read {_name(source)}: {e.strerror or e}") from None
+        raise InvalidInput(f"cannot read {display_name(source)}: {e.strerror or e}") from None
 
 
-def _tail(f: IO[bytes], n: int = 2000) -> str:
+def stderr_tail(f: IO[bytes], n: int = 2000) -> str:
     """The last ``n`` bytes of a (stderr) file, for error messages."""
     f.flush()
     f.seek(0, os.SEEK_END)
@@ -73,7 +78,10 @@ def _tail(f: IO[bytes], n: int = 2000) -> str:
 def sniff_container(head: bytes) -> str | None:
     """The ffmpeg demuxer for a file's first bytes, or None if it is not a known container.
 
-    Audio files, and the video containers whose audio track is accepted too.
+    The project's one allow-list of containers: audio files, and the video containers
+    (MP4/MOV, MKV/WebM, AVI, MPEG-TS) that uploads, driving videos and dataset
+    preparation read, through ``models.perception.video``, and whose audio track is
+    accepted too.
     """
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return "wav"
@@ -101,6 +109,16 @@ def sniff_container(head: bytes) -> str | None:
     return None
 
 
+def ffmpeg_input(path: str | os.PathLike, demuxer: str):
+    """An ffmpeg-python input for a local file, read as ffmpeg's ``demuxer`` and nothing else.
+
+    The input is named ``file:<absolute path>`` (so ``http:x`` is not a URL) and ffmpeg
+    may open only local files and pipes: a container that names other files or URLs
+    (playlists, references) cannot make ffmpeg read them.
+    """
+    return ffmpeg.input("file:" + os.path.abspath(path), format=demuxer, protocol_whitelist="file,pipe")
+
+
 def read_audio(
     source: Source, sample_rate: int = 16000, max_seconds: float = MAX_AUDIO_SECONDS
 ) -> np.ndarray:
@@ -119,8 +137,8 @@ def read_audio(
     Raises:
         InvalidInput: unknown content, a decode failure, no audio track, or too long.
     """
-    name = _name(source)
-    head = _read_head(source, 512)
+    name = display_name(source)
+    head = read_head(source)
     if not head:
         raise InvalidInput(f"{name} is not an audio file (it is empty)")
     demuxer = sniff_container(head)
@@ -136,8 +154,7 @@ def read_audio(
                 f.write(source)
         else:
             path = os.path.abspath(source)
-        source_audio = ffmpeg.input(
-            "file:" + path, format=demuxer, protocol_whitelist="file,pipe")["a:0"]
+        source_audio = ffmpeg_input(path, demuxer)["a:0"]
         cmd = (
             ffmpeg.output(
                 source_audio, "pipe:1", format="f32le", ac=1, ar=sample_rate,
@@ -147,7 +164,7 @@ def read_audio(
                 # One second past the cap is enough to tell "too long" without decoding it all.
                 t=f"{max_seconds + 1.0:.3f}",
             )
-            .global_args("-hide_banner", "-nostdin", "-nostats", "-loglevel", "error")
+            .global_args(*QUIET)
             .compile(cmd=ffmpeg_exe())
         )
         with open(os.path.join(tmp, "stderr"), "w+b") as err:
@@ -158,7 +175,7 @@ def read_audio(
             except subprocess.TimeoutExpired:
                 raise InvalidInput(f"{name} could not be decoded in {DECODE_TIMEOUT_S} s") from None
             if done.returncode != 0:
-                log = _tail(err)
+                log = stderr_tail(err)
                 logger.info("ffmpeg could not decode %s: %s", name, log)
                 if "matches no streams" in log:
                     raise InvalidInput(f"{name} has no audio track")
