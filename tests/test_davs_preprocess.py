@@ -12,6 +12,7 @@ import torch
 from models.davs import preprocess as pp
 from models.errors import InvalidInput
 from models.perception.face import find_face
+from models.perception.paste import PasteBack
 
 FACE_JPG = Path(__file__).resolve().parent.parent / "examples" / "face.jpg"
 
@@ -234,7 +235,7 @@ def test_real_face_aligns_onto_the_template(photo_and_landmarks):
 def test_paste_back_restores_the_photo(photo_and_landmarks):
     rgb, landmarks = photo_and_landmarks
     face, matrix = pp.align_face(rgb, landmarks)
-    paste = pp.PasteBack(rgb, matrix)
+    paste = PasteBack(rgb, matrix, pp.FACE_SIZE, feather=12.0)
     shifted = np.roll(face, 2, axis=1)
     frames = paste(np.stack([face, shifted, np.zeros_like(face)]))
     assert frames.shape == (3,) + rgb.shape and frames.dtype == np.uint8

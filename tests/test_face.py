@@ -24,6 +24,7 @@ from skimage import transform as sktf
 from models.atvgnet import preprocess as pp
 from models.errors import InvalidInput, NoFaceFound
 from models.perception import face
+from models.perception.paste import PasteBack, paste_back
 from models.weights import weights_dir
 
 BASICS = ("base_68", "mean_shape_img", "mean_shape_norm", "S")
@@ -333,7 +334,7 @@ def _outside_square(shape, crop, margin=2) -> np.ndarray:
 
 def test_paste_back_round_trip(grace, aligned_grace):
     face128, crop, tform = aligned_grace
-    frames = pp.paste_back(grace, face128[None], crop, tform)
+    frames = paste_back(grace, face128[None], pp.face_transform(crop, tform), pp.FACE_SIZE, bounds=crop.bounds)
     assert frames.shape == (1,) + grace.shape and frames.dtype == np.uint8
 
     s = crop.size
@@ -350,7 +351,7 @@ def test_paste_back_round_trip(grace, aligned_grace):
 
 def test_paste_back_replaces_the_face(grace, aligned_grace):
     face128, crop, tform = aligned_grace
-    paste = pp.PasteBack(grace, crop, tform, feather=8.0)
+    paste = PasteBack(grace, pp.face_transform(crop, tform), pp.FACE_SIZE, feather=8.0, bounds=crop.bounds)
     faces = np.stack([np.full((128, 128, 3), (255, 0, 0), np.uint8), face128,
                       np.full((128, 128, 3), (0, 0, 255), np.uint8)])
     frames = paste(faces)
@@ -382,7 +383,8 @@ def test_paste_back_face_leaving_the_image(astronaut, astronaut_face, basics):
     moved = face.Box(box.left - dx, box.top - dy, box.right - dx, box.bottom - dy)
     roi, landmarks163, crop2 = pp.crop_face(shifted, moved, landmarks - np.array([dx, dy]))
     face128, tform, _ = pp.align_face(roi, landmarks163, basics["base_68"])
-    frames = pp.paste_back(shifted, np.stack([face128] * 2), crop2, tform)
+    frames = paste_back(shifted, np.stack([face128] * 2), pp.face_transform(crop2, tform), pp.FACE_SIZE,
+                        bounds=crop2.bounds)
     assert frames.shape == (2,) + shifted.shape
     outside = _outside_square(shifted.shape, crop2)
     np.testing.assert_array_equal(frames[1][outside], shifted[outside])

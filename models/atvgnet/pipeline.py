@@ -39,6 +39,7 @@ from models.atvgnet.networks import ATNet, VGNet
 from models.common.device import pick_device
 from models.common.pipeline import TalkingFacePipeline, load_project_networks, read_project
 from models.perception import face as face_lib
+from models.perception.paste import PasteBack
 from models.types import TalkingFaceInput
 
 # The demo's exaggeration of PCA components 1-5 of AT-net's output.
@@ -156,7 +157,8 @@ class ATVGnetPipeline(TalkingFacePipeline):
         return Reference(
             photo=image, face=face, landmarks=landmarks128, image=image_tensor, pca_coefficients=coefficients,
             landmark=coefficients @ self.pca.T + self.mean, n_faces=n_faces,
-            paste_back=preprocess.PasteBack(image, crop, transform))
+            paste_back=PasteBack(image, preprocess.face_transform(crop, transform), preprocess.FACE_SIZE,
+                                 feather=8.0, bounds=crop.bounds))
 
     def too_short(self, audio):
         return features.num_frames(len(audio)) == 0

@@ -16,8 +16,9 @@ so every step follows the demo's arithmetic, rounding and truncation included:
 3. ``norm_landmarks``: Procrustes normalisation of 68-point landmarks and the shape-basis
    re-projection with the demo's fixed open-mouth offset.
 
-``PasteBack`` is the way back, for the service: the generated 128 x 128 faces are warped
-into the original photo and blended with a feathered mask.
+``face_transform`` is the way back, for the service: the affine map from photo pixels to
+the 128 x 128 face, with which ``models.perception.paste.PasteBack`` warps the generated
+faces into the original photo and blends them with a feathered mask.
 
 Deviations from the demo: it reads the photo as BGR, this module works on RGB (every step
 acts on each channel alone, so the result is the same picture); where the crop square
@@ -67,6 +68,11 @@ class Crop:
     y0: int
     size: int
     scale: float
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)``: the crop square in the photo (may leave the photo)."""
+        return self.x0, self.y0, self.x0 + self.size, self.y0 + self.size
 
 
 def _take_square(image: np.ndarray, x0: int, y0: int, size: int) -> np.ndarray:
@@ -274,151 +280,29 @@ def norm_landmarks(
 
 
 # ---------------------------------------------------------------------------------------
-# 4. Back into the photo
+# 4. The way back into the photo
 # ---------------------------------------------------------------------------------------
 
 
-class PasteBack:
-    """Puts generated 128 x 128 faces back into the photo they were cut from.
+def face_transform(crop: Crop, transform: sktf.SimilarityTransform) -> np.ndarray:
+    """The affine map from photo pixels to VG-net's 128 face: ``crop_face`` + ``align_face``.
 
-    The inverse of ``crop_face`` + ``align_face``: each photo pixel of the crop square
-    is mapped to the 163 crop (pixel centres, scale ``163 / size``), through the inverse
-    of the similarity transform into the aligned frame, and shifted by the offset 1 into
-    the 128 face. The maps and the blending mask are computed once per photo; calling
-    the object warps a chunk of faces with ``cv2.remap`` and blends them in.
-
-    The mask is the 128 face square eroded by ``feather`` pixels and blurred with a
-    Gaussian of sigma ``feather / 3`` (128-face pixels), so it is 0 at the edge of the
-    square and 1 from about ``2 * feather`` inside it: no seam shows. Pixels outside the
-    mask are the photo's, unchanged.
-
-    Args:
-        photo: uint8 (H, W, 3) original photo.
-        crop: the ``Crop`` returned by ``crop_face``.
-        transform: the transform returned by ``align_face``.
-        feather (float, defaults to 8.0): width of the blend band, in 128-face pixels;
-            0 gives a hard edge.
-
-    Example:
+    A photo pixel goes to the 163 crop (pixel centres, scale ``163 / size``), through the
+    inverse of the similarity transform into the aligned frame, and is shifted by the
+    offset 1 into the 128 face. ``models.perception.paste.PasteBack`` takes it, with
+    ``crop.bounds`` (outside the crop square the face holds the crop's black padding):
 
         >>> roi, lm163, crop = crop_face(photo, box, landmarks)
         >>> face, tform, _ = align_face(roi, lm163, choose_template(lm163, base_68))
-        >>> paste = PasteBack(photo, crop, tform)
+        >>> paste = PasteBack(photo, face_transform(crop, tform), FACE_SIZE, bounds=crop.bounds)
         >>> frames = paste(generated)          # (n, 128, 128, 3) -> (n, H, W, 3)
-    """
-
-    def __init__(
-        self,
-        photo: np.ndarray,
-        crop: Crop,
-        transform: sktf.SimilarityTransform,
-        feather: float = 8.0,
-    ):
-        photo = np.asarray(photo)
-        if photo.dtype != np.uint8 or photo.ndim != 3 or photo.shape[2] != 3:
-            raise ValueError(f"photo must be uint8 (H, W, 3), got {photo.dtype} {photo.shape}")
-        if feather < 0:
-            raise ValueError("feather must be >= 0")
-        self.photo = np.ascontiguousarray(photo)
-        self.crop = crop
-        self.feather = float(feather)
-        height, width = photo.shape[:2]
-
-        # Photo pixels the crop square covers (clipped to the photo).
-        xa, ya = max(crop.x0, 0), max(crop.y0, 0)
-        xb, yb = min(crop.x0 + crop.size, width), min(crop.y0 + crop.size, height)
-        self.region: tuple[slice, slice] | None = None
-        if xa >= xb or ya >= yb:
-            return
-
-        # photo pixel -> 163 crop -> aligned 163 frame -> 128 face
-        xs = (np.arange(xa, xb, dtype=np.float64) + 0.5 - crop.x0) * crop.scale - 0.5
-        ys = (np.arange(ya, yb, dtype=np.float64) + 0.5 - crop.y0) * crop.scale - 0.5
-        u, v = np.meshgrid(xs, ys)  # (h, w) each, crop-frame coordinates
-        inv = np.linalg.inv(np.asarray(transform.params, dtype=np.float64))
-        map_x = (inv[0, 0] * u + inv[0, 1] * v + inv[0, 2] - FACE_OFFSET).astype(np.float32)
-        map_y = (inv[1, 0] * u + inv[1, 1] * v + inv[1, 2] - FACE_OFFSET).astype(np.float32)
-
-        mask = cv2.remap(
-            self._face_mask(), map_x, map_y, cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
-        )  # (h, w) float32 in [0, 1]
-
-        # Keep only the rows and columns the mask touches.
-        rows = np.flatnonzero(mask.max(axis=1) > 0)
-        cols = np.flatnonzero(mask.max(axis=0) > 0)
-        if rows.size == 0 or cols.size == 0:
-            return
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        self.region = (slice(ya + r0, ya + r1), slice(xa + c0, xa + c1))
-        self._mask = np.ascontiguousarray(mask[r0:r1, c0:c1, None])  # (h, w, 1)
-        self._maps = cv2.convertMaps(
-            np.ascontiguousarray(map_x[r0:r1, c0:c1]),
-            np.ascontiguousarray(map_y[r0:r1, c0:c1]),
-            cv2.CV_16SC2,
-        )
-        self._background = self.photo[self.region].astype(np.float32) * (1.0 - self._mask)
-
-    def _face_mask(self) -> np.ndarray:
-        """Feathered (eroded, blurred) mask of the 128 face, float32 (128, 128)."""
-        mask = np.ones((FACE_SIZE, FACE_SIZE), dtype=np.float32)
-        if self.feather <= 0:
-            return mask
-        k = int(round(self.feather))
-        if k > 0:
-            kernel = np.ones((2 * k + 1, 2 * k + 1), dtype=np.uint8)
-            mask = cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        sigma = self.feather / 3.0
-        return cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma, sigmaY=sigma,
-                                borderType=cv2.BORDER_CONSTANT)
-
-    def __call__(self, faces128: np.ndarray) -> np.ndarray:
-        """Blend generated faces into the photo.
-
-        Args:
-            faces128: uint8 (n, 128, 128, 3) faces (or one (128, 128, 3) face), RGB,
-                in the aligned frame of ``align_face``.
-
-        Returns:
-            uint8 (n, H, W, 3) frames.
-        """
-        faces = np.asarray(faces128)
-        if faces.ndim == 3:
-            faces = faces[None]
-        if faces.dtype != np.uint8 or faces.shape[1:] != (FACE_SIZE, FACE_SIZE, 3):
-            raise ValueError(
-                f"faces128 must be uint8 (n, 128, 128, 3), got {faces.dtype} {faces.shape}"
-            )
-        n = faces.shape[0]
-        frames = np.empty((n,) + self.photo.shape, dtype=np.uint8)
-        frames[:] = self.photo
-        if self.region is None or n == 0:
-            return frames
-
-        map1, map2 = self._maps
-        warped = np.stack([
-            cv2.remap(np.ascontiguousarray(face), map1, map2, cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            for face in faces
-        ])  # (n, h, w, 3)
-        blended = warped.astype(np.float32) * self._mask + self._background  # (n, h, w, 3)
-        np.clip(np.rint(blended, out=blended), 0, 255, out=blended)
-        frames[(slice(None),) + self.region] = blended.astype(np.uint8)
-        return frames
-
-
-def paste_back(
-    photo: np.ndarray,
-    faces128: np.ndarray,
-    crop: Crop,
-    transform: sktf.SimilarityTransform,
-    feather: float = 8.0,
-) -> np.ndarray:
-    """One-shot ``PasteBack(photo, crop, transform, feather)(faces128)``.
-
-    For a long video build a ``PasteBack`` once and call it on each chunk.
 
     Returns:
-        uint8 (n, H, W, 3) frames.
+        float64 (3, 3) matrix.
     """
-    return PasteBack(photo, crop, transform, feather=feather)(faces128)
+    s = crop.scale
+    to_crop = np.array([[s, 0.0, (0.5 - crop.x0) * s - 0.5],
+                        [0.0, s, (0.5 - crop.y0) * s - 0.5],
+                        [0.0, 0.0, 1.0]])
+    to_face = np.array([[1.0, 0.0, -FACE_OFFSET], [0.0, 1.0, -FACE_OFFSET], [0.0, 0.0, 1.0]])
+    return to_face @ np.linalg.inv(np.asarray(transform.params, dtype=np.float64)) @ to_crop

@@ -1,4 +1,4 @@
-"""DAVS face alignment, network input tensors and paste-back.
+"""DAVS face alignment and network input tensors.
 
 Zhou, Liu, Liu, Luo, Wang, "Talking Face Generation by Adversarially Disentangled
 Audio-Visual Representation", AAAI 2019, https://arxiv.org/abs/1807.07860. Official code:
@@ -26,6 +26,9 @@ from a 256 x 256 file, cut to ``[2:258, 2:258]`` (254 x 254 there) and resized b
 in float (``identity_tensor``). The decoder returns ``(tanh + 1) / 2`` in [0, 1]; the authors
 save ``uint8(x * 255)``, truncating (``tensor_to_images``).
 
+``align_face``'s matrix maps photo pixels to face pixels, so the way back into the photo
+is ``models.perception.paste.PasteBack(photo, matrix, FACE_SIZE)``, shared with ATVGnet.
+
 Deviations: images are RGB here and BGR in the authors' code (each step acts on each channel
 alone, so the pixels are the same); the authors stored the aligned frames as JPEG files
 between alignment and loading, which is not repeated. ``process256_224.py`` (LRW training
@@ -39,17 +42,16 @@ import numpy as np
 import torch
 
 from models.errors import InvalidInput
+from models.perception.paste import to_3x3
 
 __all__ = [
     "FACE_SIZE",
     "TEMPLATE",
-    "PasteBack",
     "align_face",
     "face_tensor",
     "identity_tensor",
     "invert_transform",
     "key_points",
-    "paste_back",
     "similarity_from_points",
     "tensor_to_images",
 ]
@@ -139,13 +141,9 @@ def _crop_and_resize_matrix() -> np.ndarray:
     return np.array([[k, 0.0, shift_x], [0.0, k, shift_y], [0.0, 0.0, 1.0]])
 
 
-def _to_3x3(matrix: np.ndarray) -> np.ndarray:
-    return np.vstack([np.asarray(matrix, dtype=np.float64).reshape(2, 3), [0.0, 0.0, 1.0]])
-
-
 def invert_transform(matrix: np.ndarray) -> np.ndarray:
     """The inverse 2 x 3 affine map: aligned-face pixels -> input-image pixels."""
-    return np.linalg.inv(_to_3x3(matrix))[:2]
+    return np.linalg.inv(to_3x3(matrix))[:2]
 
 
 # ---------------------------------------------------------------------------------------
@@ -193,7 +191,7 @@ def align_face(
     square = canvas[CROP_TOP : CROP_TOP + CROP_SIZE, CROP_LEFT : CROP_LEFT + CROP_SIZE]
     resized = cv2.resize(square, (RESIZED, RESIZED), interpolation=cv2.INTER_LINEAR)
     face = np.ascontiguousarray(resized[OFFSET : OFFSET + FACE_SIZE, OFFSET : OFFSET + FACE_SIZE])
-    matrix = (_crop_and_resize_matrix() @ _to_3x3(warp))[:2]
+    matrix = (_crop_and_resize_matrix() @ to_3x3(warp))[:2]
     return face, matrix
 
 
@@ -271,98 +269,3 @@ def tensor_to_images(images: torch.Tensor) -> np.ndarray:
         raise ValueError(f"images must be (N, 3, H, W), got {tuple(array.shape)}")
     # Clipped first: the decoder's range is [0, 1], but float error must not wrap around.
     return (np.clip(array.transpose(0, 2, 3, 1), 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-# ---------------------------------------------------------------------------------------
-# Paste-back
-# ---------------------------------------------------------------------------------------
-
-
-class PasteBack:
-    """Blends generated 256 x 256 faces back into the image they were aligned from.
-
-    Each image pixel near the face is mapped through ``matrix`` into the face, the faces are
-    sampled there (``cv2.remap``, bilinear) and blended with a feathered mask: the face
-    square eroded by ``feather`` pixels and blurred with sigma ``feather / 3``, so no seam
-    shows. The maps and the mask are computed once; calling the object handles a chunk.
-
-    Args:
-        image (`np.ndarray`): uint8 RGB ``(H, W, 3)``, the image given to ``align_face``.
-        matrix (`np.ndarray`): the ``(2, 3)`` matrix ``align_face`` returned.
-        feather (`float`, defaults to 12.0): blend band width in face pixels, 0 for a hard edge.
-
-    Example:
-
-        >>> face, matrix = align_face(photo, landmarks)
-        >>> paste = PasteBack(photo, matrix)
-        >>> frames = paste(generated)          # (n, 256, 256, 3) -> (n, H, W, 3)
-    """
-
-    def __init__(self, image: np.ndarray, matrix: np.ndarray, feather: float = 12.0):
-        self.image = _check_rgb(image)
-        if feather < 0:
-            raise ValueError("feather must be >= 0")
-        self.feather = float(feather)
-        height, width = self.image.shape[:2]
-        forward = _to_3x3(matrix)
-        self.region: tuple[slice, slice] | None = None
-
-        # Image pixels the face square covers: its corners mapped back, clipped.
-        corners = np.array([[-1, -1, 1], [FACE_SIZE, -1, 1], [-1, FACE_SIZE, 1],
-                            [FACE_SIZE, FACE_SIZE, 1]], dtype=np.float64)
-        back = corners @ np.linalg.inv(forward)[:2].T  # (4, 2)
-        x0, y0 = np.maximum(np.floor(back.min(axis=0)).astype(int), 0)
-        x1 = min(int(np.ceil(back[:, 0].max())) + 1, width)
-        y1 = min(int(np.ceil(back[:, 1].max())) + 1, height)
-        if x0 >= x1 or y0 >= y1:
-            return
-        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)  # (h, w) image pixel coordinates
-        map_x = (forward[0, 0] * xs + forward[0, 1] * ys + forward[0, 2]).astype(np.float32)
-        map_y = (forward[1, 0] * xs + forward[1, 1] * ys + forward[1, 2]).astype(np.float32)
-        mask = cv2.remap(self._face_mask(), map_x, map_y, cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-        self.region = (slice(y0, y1), slice(x0, x1))
-        self._mask = mask[..., None]  # (h, w, 1)
-        self._maps = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
-        self._background = self.image[self.region].astype(np.float32) * (1.0 - self._mask)
-
-    def _face_mask(self) -> np.ndarray:
-        """Feathered mask of the face square, float32 ``(256, 256)`` in [0, 1]."""
-        mask = np.ones((FACE_SIZE, FACE_SIZE), dtype=np.float32)
-        if self.feather <= 0:
-            return mask
-        k = int(round(self.feather))
-        if k > 0:
-            mask = cv2.erode(mask, np.ones((2 * k + 1, 2 * k + 1), np.uint8),
-                             borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        sigma = self.feather / 3.0
-        return cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma, sigmaY=sigma,
-                                borderType=cv2.BORDER_CONSTANT)
-
-    def __call__(self, faces: np.ndarray) -> np.ndarray:
-        """Blend faces into the image.
-
-        Args:
-            faces (`np.ndarray`): uint8 RGB ``(n, 256, 256, 3)`` or ``(256, 256, 3)``.
-
-        Returns:
-            `np.ndarray`: uint8 ``(n, H, W, 3)`` frames.
-        """
-        faces = _check_faces(faces)
-        frames = np.empty((faces.shape[0],) + self.image.shape, dtype=np.uint8)
-        frames[:] = self.image
-        if self.region is None:
-            return frames
-        map1, map2 = self._maps
-        for frame, face in zip(frames, faces):
-            warped = cv2.remap(np.ascontiguousarray(face), map1, map2, cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            blended = warped.astype(np.float32) * self._mask + self._background
-            frame[self.region] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-        return frames
-
-
-def paste_back(image: np.ndarray, faces: np.ndarray, matrix: np.ndarray,
-               feather: float = 12.0) -> np.ndarray:
-    """One-shot ``PasteBack(image, matrix, feather)(faces)``; build the object for a video."""
-    return PasteBack(image, matrix, feather)(faces)
