@@ -54,7 +54,6 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -67,6 +66,8 @@ from models.davs import preprocess
 from models.davs.networks import Decoder, IdentityEncoder, LipFeatureEncoder, MfccEncoder
 from models.errors import InvalidInput, NoFaceFound
 from models.perception import face as face_lib
+from models.perception.face import FaceTracker
+from models.perception.paste import PasteBack
 from models.types import TalkingFaceInput
 
 AUDIO_WORD_SCALE = 1.5        # Test_Audio_Model.audio_sequence_generation
@@ -107,52 +108,6 @@ class Identity:
 
     decoder: torch.nn.Module
     features: list             # IdentityEncoder output for A, batch 1
-
-
-class FaceTracker:
-    """Landmarks of the largest face in each frame of a video, cheaply.
-
-    dlib's detector costs ~0.2 s on a whole 600 x 500 frame (more on larger ones), its
-    landmark model ~6 ms. So once a face is found, the next frame is searched only near
-    it: a square twice the face's size, scaled so the face is ``TRACK_FACE_SIDE`` pixels
-    wide, a few milliseconds. The whole frame is searched (as the photo is) at the start
-    and whenever the face is lost there; a frame where it is not found at all keeps the
-    last box. ``__call__`` returns None until a face was found once.
-    """
-
-    TRACK_FACE_SIDE = 120        # px: comfortably above the detector's smallest face (~80 px)
-
-    def __init__(self):
-        self.box = None
-
-    def _near(self, gray):
-        """The largest face in a window around the last box, scaled to a standard face size."""
-        box, (height, width) = self.box, gray.shape
-        side = 2 * max(box.width, box.height)
-        cx, cy = (box.left + box.right) / 2, (box.top + box.bottom) / 2
-        x0, y0 = int(max(cx - side / 2, 0)), int(max(cy - side / 2, 0))
-        x1, y1 = int(min(cx + side / 2, width)), int(min(cy + side / 2, height))
-        if x1 - x0 < 8 or y1 - y0 < 8:
-            return None
-        scale = self.TRACK_FACE_SIDE / max(box.width, box.height, 1)
-        window = cv2.resize(gray[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        boxes = face_lib.detect_faces(window, upsample=0)
-        if not boxes:
-            return None
-        b = boxes[0]
-        return face_lib.Box(int(round(x0 + b.left / scale)), int(round(y0 + b.top / scale)),
-                            int(round(x0 + b.right / scale)), int(round(y0 + b.bottom / scale)))
-
-    def __call__(self, frame):
-        gray = face_lib.to_gray(frame)
-        box = self._near(gray) if self.box is not None else None
-        if box is None:
-            boxes = face_lib.detect_faces(gray)      # the whole frame, as for the photo
-            box = boxes[0] if boxes else self.box
-        if box is None:
-            return None
-        self.box = box
-        return face_lib.landmarks68(gray, box).astype(np.float64)
 
 
 class DAVSPipeline(TalkingFacePipeline):
@@ -233,7 +188,7 @@ class DAVSPipeline(TalkingFacePipeline):
         _, landmarks, n_faces = face_lib.find_face(image, face_index)
         face, matrix = preprocess.align_face(image, landmarks)
         return Reference(photo=image, face=face, image=preprocess.identity_tensor(face).to(self.device),
-                         n_faces=n_faces, paste_back=preprocess.PasteBack(image, matrix))
+                         n_faces=n_faces, paste_back=PasteBack(image, matrix, preprocess.FACE_SIZE, feather=12.0))
 
     @torch.no_grad()
     def audio_words(self, blocks):
