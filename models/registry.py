@@ -2,9 +2,13 @@
 
     pipe = registry.load("atvgnet")                       # pipeline, weights from ./weights
     net = registry.load_network("atvgnet", "vgnet", "generator_23.pth")
+
+A system is one folder under ``models/`` and one ``ModelSpec`` here (or one ``register``
+call, for a plug-in): its pipeline class declares what it takes and its options, its
+``commands`` module the ``talkingface`` subcommands it adds (data, train, eval, demo
+weights, bench). ``service/`` reads both and names no model.
 """
 
-import functools
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +40,11 @@ class ModelSpec:
     name: str
     task: str
     paper: str
-    pipeline: str                     # "module:Class" with a from_pretrained(directory, device)
+    pipeline: object                  # "module:Class" (or the class) with from_pretrained(directory, device)
     networks: dict = field(default_factory=dict)
     files: tuple = ()
     demo: Path | None = None          # folder of the demo weights the project ships
+    commands: str | None = None       # module with COMMANDS: the system's `talkingface` subcommands
 
 
 REGISTRY = {
@@ -50,6 +55,7 @@ REGISTRY = {
               "Pixel-Wise Loss, CVPR 2019",
         pipeline="models.atvgnet.pipeline:ATVGnetPipeline",
         demo=DEMO_WEIGHTS / "atvgnet",
+        commands="models.atvgnet.commands",
         networks={
             "atnet": NetworkSpec("models.atvgnet.networks:ATNet", "atnet_lstm_18.pth"),
             "vgnet": NetworkSpec("models.atvgnet.networks:VGNet", "generator_23.pth"),
@@ -83,6 +89,7 @@ REGISTRY = {
               "Disentangled Audio-Visual Representation, AAAI 2019",
         pipeline="models.davs.pipeline:DAVSPipeline",
         demo=DEMO_WEIGHTS / "davs",
+        commands="models.davs.commands",
         # One released file holds the four inference networks, one entry each (the
         # authors' Test_Gen_Models); the training-only entries are those the authors'
         # train.py saves, should such a file be at hand.
@@ -109,8 +116,19 @@ REGISTRY = {
 
 
 def _import(path):
+    if not isinstance(path, str):
+        return path
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+def register(model: ModelSpec):
+    """Add a model at run time (a plug-in); it is then served like the built-in ones."""
+    REGISTRY[model.name] = model
+
+
+def unregister(name):
+    REGISTRY.pop(name, None)
 
 
 def spec(system) -> ModelSpec:
@@ -161,7 +179,6 @@ def resolve_weights(system, weights=None):
     return "authors", folder
 
 
-@functools.lru_cache
 def pipeline_class(system):
     """The pipeline class of ``system``, imported without loading any weights."""
     return _import(spec(system).pipeline)
@@ -169,7 +186,18 @@ def pipeline_class(system):
 
 def accepts_video(system) -> bool:
     """Whether ``system`` reads lips from a driving video (else a video only gives its sound)."""
-    return bool(getattr(pipeline_class(system), "accepts_video", False))
+    return bool(pipeline_class(system).accepts_video)
+
+
+def declared_options(system) -> dict:
+    """{name: Option} of every option a request to ``system`` may carry."""
+    return pipeline_class(system).declared_options()
+
+
+def commands(system) -> dict:
+    """{subcommand: Command} the system adds to ``talkingface`` (``models.common.commands``)."""
+    module = spec(system).commands
+    return importlib.import_module(module).COMMANDS if module else {}
 
 
 def load(system, weights=None, device="auto", **options):

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from service.api import dashboard, errors, files, health, jobs, models, talking_face, workers
 from service.api.serialize import job_body
 from service.jobs.store import JobStore
-from service.metrics import HTTPMetrics, build_registry
+from service.prometheus import HTTPMetrics, build_registry
 from service.settings import Settings, get_settings
 from service.webhooks import WebhookDispatcher
 

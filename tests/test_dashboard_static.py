@@ -30,7 +30,7 @@ RESULT_URL = "/v1/files/job_abc/video.mp4"
 HOSTILE_MODEL = '<img src="x" id="injected">'
 PAGE_IDS = (
     "queued-count", "running-count", "worker-count", "running-jobs", "recent-jobs",
-    "throughput-chart", "latency-chart", "workers", "last-update", "error-banner",
+    "throughput-chart", "latency-chart", "workers", "models", "last-update", "error-banner",
 )
 
 
@@ -83,11 +83,21 @@ def fake_data() -> dict:
             "p50_seconds": p50, "p95_seconds": p50 * 1.8 if p50 else None,
         })
     stats = {"queued": 7, "running": 1, "workers": 1, "series": series}
-    return {"jobs": jobs, "workers": workers, "stats": stats}
+    models = [
+        {"id": "talker", "object": "model", "task": "talking-face", "paper": "A, B, 2019", "accepts_video": True,
+         "options": [{"name": "paste_back", "type": "bool", "default": False, "help": "put the face back"},
+                     {"name": "steps", "type": "int", "default": 5, "help": "tuning steps", "minimum": 0,
+                      "maximum": 20}],
+         "ready": True, "weights_in_use": {"kind": "project", "folder": "weights/demo/talker"},
+         "workers": [{"id": "wrk_gpu0", "device": "cuda:0"}]},
+        {"id": HOSTILE_MODEL, "object": "model", "task": "talking-face", "accepts_video": False,
+         "options": [], "ready": False, "weights_in_use": {"kind": "authors", "folder": "weights"}, "workers": []},
+    ]
+    return {"jobs": jobs, "workers": workers, "stats": stats, "models": models}
 
 
 def build_app() -> FastAPI:
-    """The dashboard router beside fake handlers for the three endpoints it reads.
+    """The dashboard router beside fake handlers for the four endpoints it reads.
 
     The fake API wants ``Authorization: Bearer test-key``, so a page that loses the
     ``?key=`` on the way to its requests shows no data.
@@ -116,6 +126,10 @@ def build_app() -> FastAPI:
     @app.get("/v1/stats")
     def read_stats(minutes: int = 60, authorization: str | None = Header(None)):
         return refused(authorization) or data["stats"]
+
+    @app.get("/v1/models")
+    def list_models(authorization: str | None = Header(None)):
+        return refused(authorization) or {"object": "list", "data": data["models"]}
 
     return app
 
@@ -325,6 +339,18 @@ def test_dashboard_lists_workers(rendered):
     for expected in ("4242", "gpu-node-1", "cuda:0", "atvgnet, davs", "busy", "job_run", "s ago"):
         assert expected in text, expected
     assert "stale" not in text
+
+
+def test_dashboard_lists_models_with_their_declared_inputs_and_options(rendered):
+    rows = [row for row in rendered.by_id("models").find_all("tr") if "data-model-id" in row.attrs]
+    assert [row.attrs["data-model-id"] for row in rows] == ["talker", HOSTILE_MODEL]
+    talker, hostile = rows[0].text(), rows[1].text()
+    for expected in ("talking-face", "image + audio or driving video", "paste_back=false", "steps=5", "ready"):
+        assert expected in talker, expected
+    assert [code.attrs.get("title") for code in rows[0].find_all("code")][1:] == ["put the face back",
+                                                                                  "tuning steps"]
+    assert "image + audio" in hostile and "driving video" not in hostile and "missing" in hostile
+    assert rendered.find_all(id="injected") == []
 
 
 def test_dashboard_draws_both_charts_over_the_hour(rendered):

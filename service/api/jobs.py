@@ -11,31 +11,23 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models import registry
+from models.common.pipeline import InvalidOption, check_options
+from models.errors import TalkingFaceError
 from service.api.deps import get_settings, get_store, require_key
 from service.api.errors import APIError
 from service.api.serialize import iso, job_body
-from service.jobs.store import FINAL
+from service.jobs.store import FINAL, JobStatus
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_key)])
-STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
-BASE_OPTIONS = ("paste_back", "face_index", "seed")    # options every model takes
 
 
 class Inputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image: str = Field(description="id of an uploaded image (POST /v1/files)")
     audio: str | None = Field(None, description="id of an uploaded audio (or video) file: the voice")
-    video: str | None = Field(None, description="id of an uploaded video: models that read lips (davs) "
-                                                "follow it and keep its sound; others use its sound")
-
-
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    paste_back: bool = False
-    face_index: int = Field(0, ge=0, le=64)
-    seed: int | None = None
-    finetune_steps: int | None = Field(None, ge=0, le=20, description="davs: test-time fine-tuning steps "
-                                                                      "(default 5, the authors'; 0: off)")
+    video: str | None = Field(None, description="id of an uploaded video: models that read lips "
+                                                "(accepts_video in GET /v1/models) follow it and keep its "
+                                                "sound; others use its sound")
 
 
 class Webhook(BaseModel):
@@ -55,7 +47,9 @@ class JobCreate(BaseModel):
     task: Literal["talking-face"] = "talking-face"
     model: str | None = None
     inputs: Inputs
-    options: Options = Options()
+    options: dict[str, bool | int | float | str | None] = Field(
+        default_factory=dict, description="the model's options, as GET /v1/models declares them "
+                                          "(paste_back, face_index, seed, and the model's own)")
     webhook: Webhook | None = None
 
 
@@ -65,22 +59,30 @@ class BatchCreate(BaseModel):
     metadata: dict | None = None
 
 
-def check_job(job: JobCreate, settings, store):
-    """A job spec the store accepts, or APIError naming the first problem."""
-    model = job.model or settings.default_model
+def check_model(model, task, options, settings):
+    """``(model, options)``: the model's name (the default when None) and its options checked
+    against its declaration; APIError naming the first problem."""
+    model = model or settings.default_model
     if model not in registry.REGISTRY:
         raise APIError(400, "unknown_model", f"unknown model {model!r}; known: {', '.join(registry.REGISTRY)}")
-    if registry.REGISTRY[model].task != job.task:
-        raise APIError(400, "invalid_input", f"model {model} does not do {job.task}")
-    wanted = {"image": ("image",), "audio": ("audio", "video"), "video": ("video",)}
+    if registry.REGISTRY[model].task != task:
+        raise APIError(400, "invalid_input", f"model {model} does not do {task}")
+    try:
+        return model, check_options(registry.pipeline_class(model), options)
+    except InvalidOption as exc:
+        raise APIError(422, "validation_error", f"options.{exc.message}") from None
+    except TalkingFaceError as exc:
+        raise APIError(400, exc.code, exc.message) from None
+
+
+def check_job(job: JobCreate, settings, store):
+    """A job spec the store accepts, or APIError naming the first problem."""
+    model, options = check_model(job.model, job.task, job.options, settings)
     if job.inputs.audio is None and job.inputs.video is None:
         raise APIError(400, "invalid_input", f"{model} needs inputs.audio (or inputs.video)")
     if job.inputs.audio is not None and job.inputs.video is not None:
         raise APIError(400, "invalid_input", "give inputs.audio or inputs.video, not both")
-    unknown = [k for k, v in job.options if v is not None and k not in BASE_OPTIONS
-               and k not in getattr(registry.pipeline_class(model), "options", ())]
-    if unknown:
-        raise APIError(400, "invalid_input", f"model {model} has no option {unknown[0]}")
+    wanted = {"image": ("image",), "audio": ("audio", "video"), "video": ("video",)}
     given = {role: getattr(job.inputs, role) for role in wanted if getattr(job.inputs, role) is not None}
     found = store.get_files(given.values())
     for role, file_id in given.items():
@@ -91,8 +93,7 @@ def check_job(job: JobCreate, settings, store):
         if row["kind"] not in kinds:
             raise APIError(400, "invalid_input", f"inputs.{role}: file {file_id} is {row['kind']}, not {kinds[0]}")
     return {"task": job.task, "model": model, "inputs": job.inputs.model_dump(exclude_none=True),
-            "options": job.options.model_dump(exclude_none=True),
-            "webhook_url": job.webhook.url if job.webhook else None}
+            "options": options, "webhook_url": job.webhook.url if job.webhook else None}
 
 
 def get_job_or_404(store, job_id):
@@ -110,7 +111,7 @@ def create_job(job: JobCreate, request: Request, settings=Depends(get_settings),
 
 
 @router.get("/v1/jobs")
-def list_jobs(status: list[Literal[STATUSES]] | None = Query(None), model: str | None = None,
+def list_jobs(status: list[JobStatus] | None = Query(None), model: str | None = None,
               batch_id: str | None = None, limit: int = Query(20, ge=1, le=200), after: str | None = None,
               store=Depends(get_store)):
     """Newest first. ``after`` is the last id of the previous page."""
@@ -137,7 +138,7 @@ def cancel_job(job_id: str, store=Depends(get_store)):
 def get_result(job_id: str, settings=Depends(get_settings), store=Depends(get_store)):
     """The MP4 (Range requests supported)."""
     row = get_job_or_404(store, job_id)
-    if row["status"] != "succeeded":
+    if row["status"] != JobStatus.succeeded:
         raise APIError(409, "not_ready", f"job {job_id} is {row['status']}; its result is not available")
     if not row["result_path"] or not (settings.data_dir / row["result_path"]).is_file():
         raise APIError(410, "gone", f"the result of job {job_id} was deleted")
@@ -208,7 +209,5 @@ def batch_body(row):
     done = sum(counts.get(s, 0) for s in FINAL)
     return {"id": row["id"], "object": "batch", "created_at": iso(row["created_at"]), "metadata": row["metadata"],
             "status": "completed" if done == total else "in_progress",
-            "request_counts": {"total": total, "succeeded": counts.get("succeeded", 0),
-                               "failed": counts.get("failed", 0), "canceled": counts.get("canceled", 0),
-                               "queued": counts.get("queued", 0), "running": counts.get("running", 0)},
+            "request_counts": {"total": total, **{status: counts.get(status, 0) for status in JobStatus}},
             "jobs_url": f"/v1/jobs?batch_id={row['id']}"}

@@ -1,4 +1,6 @@
-"""``GET /v1/models``: what the service can run, and whether its weights are there."""
+"""``GET /v1/models``: what the service can run, what each model takes (its declared
+inputs and options, which the REST form, the job schema and the dashboard follow), and
+whether its weights are there."""
 
 from fastapi import APIRouter, Depends
 
@@ -18,7 +20,10 @@ def list_models(settings=Depends(get_settings), store=Depends(get_store)):
                  for f, path in registry.file_status(name, settings.weights_dir)]
         serving = [w for w in workers if name in (w["models"] or [])]
         kind, folder, missing = registry.weights_ready(name, settings.weights_dir)
+        pipeline = registry.pipeline_class(name)
         data.append({"id": name, "object": "model", "task": spec.task, "paper": spec.paper,
+                     "accepts_video": pipeline.accepts_video,
+                     "options": [option.describe() for option in pipeline.declared_options().values()],
                      "ready": not missing, "weights_in_use": {"kind": kind, "folder": str(folder)},
                      "weights": files, "device": settings.device,
                      "workers": [{"id": w["id"], "device": w["device"]} for w in serving]})

@@ -1,6 +1,7 @@
 """Rows to the public JSON objects (the shape of Replicate / OpenAI batch jobs)."""
 
 from datetime import datetime, timezone
+from service.jobs.store import JobStatus
 
 
 def iso(timestamp):
@@ -11,7 +12,7 @@ def iso(timestamp):
 
 def job_body(row):
     error = {"code": row["error_code"], "message": row["error_message"]} if row["error_code"] else None
-    succeeded = row["status"] == "succeeded" and row["result_path"]
+    succeeded = row["status"] == JobStatus.succeeded and row["result_path"]
     return {
         "id": row["id"],
         "object": "job",

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Query
 
 from service.api.deps import get_settings, get_store, require_key
 from service.api.serialize import iso
+from service.jobs.store import JobStatus
 
 router = APIRouter(tags=["workers"], dependencies=[Depends(require_key)])
 
@@ -37,11 +38,11 @@ def stats(minutes: int = Query(60, ge=1, le=24 * 60), settings=Depends(get_setti
         if bucket is None:
             continue
         bucket[status] += 1
-        if status == "succeeded" and claimed is not None:
+        if status == JobStatus.succeeded and claimed is not None:
             bucket["durations"].append(finished - claimed)
     by_status, _, _ = store.counts()
     return {
-        "queued": by_status.get("queued", 0), "running": by_status.get("running", 0),
+        "queued": by_status.get(JobStatus.queued, 0), "running": by_status.get(JobStatus.running, 0),
         "workers": len(store.list_workers(settings.worker_timeout_seconds)),
         "series": [{"minute": iso(m * 60), "succeeded": b["succeeded"], "failed": b["failed"],
                     "canceled": b["canceled"], "p50_seconds": _quantile(b["durations"], 0.5),

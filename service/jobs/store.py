@@ -13,6 +13,7 @@ processes, or on other machines, share it:
 """
 
 import contextlib
+import enum
 import os
 import socket
 import threading
@@ -27,7 +28,20 @@ from sqlalchemy import and_, case, create_engine, event, func, or_, select, tupl
 
 from service.jobs.tables import batches, files, jobs, workers
 
-FINAL = ("succeeded", "failed", "canceled")
+
+
+class JobStatus(enum.StrEnum):
+    """A job's state: ``queued -> running -> succeeded | failed | canceled`` (a lost lease
+    puts a running job back to ``queued``). Members are strings, stored as they are."""
+
+    queued = "queued"          #: waiting for a worker
+    running = "running"        #: claimed by a worker holding its lease
+    succeeded = "succeeded"    #: the result file is there
+    failed = "failed"          #: error_code / error_message say why
+    canceled = "canceled"      #: asked to stop, before or while running
+
+
+FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -136,7 +150,7 @@ class JobStore:
         rows = []
         for i, spec in enumerate(specs):
             rows.append(dict(
-                id=new_id("job"), task=spec["task"], model=spec["model"], status="queued",
+                id=new_id("job"), task=spec["task"], model=spec["model"], status=JobStatus.queued,
                 inputs=spec["inputs"], options=spec.get("options") or {}, batch_id=batch_id, progress=0.0,
                 attempts=0, max_attempts=max_attempts, cancel_requested=False,
                 # Microsecond steps keep the submission order inside one batch.
@@ -185,11 +199,11 @@ class JobStore:
     def claim(self, worker_id, models, lease_seconds):
         """The oldest queued job of one of ``models``, now running under this worker's lease."""
         now = time.time()
-        oldest = (select(jobs.c.id).where(jobs.c.status == "queued", jobs.c.model.in_(list(models)))
+        oldest = (select(jobs.c.id).where(jobs.c.status == JobStatus.queued, jobs.c.model.in_(list(models)))
                   .order_by(jobs.c.created_at, jobs.c.id).limit(1).with_for_update(skip_locked=True)
                   .scalar_subquery())
-        statement = (update(jobs).where(jobs.c.id == oldest, jobs.c.status == "queued")
-                     .values(status="running", worker_id=worker_id, attempts=jobs.c.attempts + 1,
+        statement = (update(jobs).where(jobs.c.id == oldest, jobs.c.status == JobStatus.queued)
+                     .values(status=JobStatus.running, worker_id=worker_id, attempts=jobs.c.attempts + 1,
                              started_at=func.coalesce(jobs.c.started_at, now), claimed_at=now,
                              heartbeat_at=now, lease_expires_at=now + lease_seconds, progress=0.0)
                      .returning(jobs.c.id))
@@ -205,7 +219,7 @@ class JobStore:
             values["progress"] = float(progress)
         with self._tx() as c:
             cancel = c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.worker_id == worker_id,
-                                                  jobs.c.status == "running")
+                                                  jobs.c.status == JobStatus.running)
                                .values(**values).returning(jobs.c.cancel_requested)).scalar()
         if cancel is None:
             raise LeaseLost(job_id)
@@ -217,11 +231,11 @@ class JobStore:
         now = time.time()
         values = dict(status=status, finished_at=now, lease_expires_at=None, error_code=error_code,
                       error_message=error_message, **fields)
-        if status == "succeeded":
+        if status == JobStatus.succeeded:
             values["progress"] = 1.0
         with self._tx() as c:
             done = c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.worker_id == worker_id,
-                                                jobs.c.status == "running").values(**values)).rowcount
+                                                jobs.c.status == JobStatus.running).values(**values)).rowcount
             if done:
                 self._queue_webhook(c, job_id, now)
         return bool(done)
@@ -231,29 +245,29 @@ class JobStore:
 
         A job whose cancel was asked for is canceled instead of re-queued.
         """
-        held = and_(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == "running")
+        held = and_(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == JobStatus.running)
         now = time.time()
         with self._tx() as c:
             if c.execute(update(jobs).where(held, jobs.c.cancel_requested.is_(True))
-                         .values(status="canceled", finished_at=now, lease_expires_at=None, error_code="canceled",
+                         .values(status=JobStatus.canceled, finished_at=now, lease_expires_at=None, error_code="canceled",
                                  error_message="canceled while running")).rowcount:
                 self._queue_webhook(c, job_id, now)
                 return True
             return bool(c.execute(update(jobs).where(held)
-                                  .values(status="queued", worker_id=None, lease_expires_at=None, progress=0.0,
+                                  .values(status=JobStatus.queued, worker_id=None, lease_expires_at=None, progress=0.0,
                                           attempts=jobs.c.attempts - 1)).rowcount)
 
     def cancel(self, job_id):
         """Queued: canceled at once. Running: asked to stop at its next chunk. Returns the row."""
         now = time.time()
         with self._tx() as c:
-            done = c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued")
-                             .values(status="canceled", finished_at=now, error_code="canceled",
+            done = c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.queued)
+                             .values(status=JobStatus.canceled, finished_at=now, error_code="canceled",
                                      error_message="canceled before it started")).rowcount
             if done:
                 self._queue_webhook(c, job_id, now)
             else:
-                c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "running")
+                c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.running)
                           .values(cancel_requested=True))
         return self.get_job(job_id)
 
@@ -264,7 +278,7 @@ class JobStore:
     def requeue_expired(self, now=None):
         """Jobs whose lease ran out: back to the queue, or failed after ``max_attempts``."""
         now = now or time.time()
-        expired = and_(jobs.c.status == "running", jobs.c.lease_expires_at < now)
+        expired = and_(jobs.c.status == JobStatus.running, jobs.c.lease_expires_at < now)
         return self._release(expired, now, "the worker stopped renewing its lease")
 
     def reconcile(self, hostname=None):
@@ -273,7 +287,7 @@ class JobStore:
         with self.engine.connect() as c:
             running = c.execute(select(jobs.c.id, jobs.c.worker_id, workers.c.pid, workers.c.hostname)
                                 .select_from(jobs.outerjoin(workers, jobs.c.worker_id == workers.c.id))
-                                .where(jobs.c.status == "running")).all()
+                                .where(jobs.c.status == JobStatus.running)).all()
         gone = [(job_id, worker_id) for job_id, worker_id, pid, host in running
                 if pid is None or (host == hostname and not _pid_alive(pid))]
         # Only while the same worker still holds it: a job re-queued and claimed by a live
@@ -285,19 +299,19 @@ class JobStore:
     def _release(self, condition, now, reason):
         # Each UPDATE re-checks "running": the later ones must not touch rows the earlier
         # ones just canceled or failed.
-        condition = and_(jobs.c.status == "running", condition)
+        condition = and_(jobs.c.status == JobStatus.running, condition)
         with self._tx() as c:
             canceled = c.execute(update(jobs).where(condition, jobs.c.cancel_requested.is_(True))
-                                 .values(status="canceled", finished_at=now, lease_expires_at=None,
+                                 .values(status=JobStatus.canceled, finished_at=now, lease_expires_at=None,
                                          error_code="canceled", error_message="canceled while running")
                                  .returning(jobs.c.id)).scalars().all()
             failed = c.execute(update(jobs).where(condition, jobs.c.attempts >= jobs.c.max_attempts)
-                               .values(status="failed", finished_at=now, lease_expires_at=None,
+                               .values(status=JobStatus.failed, finished_at=now, lease_expires_at=None,
                                        error_code="worker_lost",
                                        error_message=f"gave up after the last attempt: {reason}")
                                .returning(jobs.c.id)).scalars().all()
             requeued = c.execute(update(jobs).where(condition)
-                                 .values(status="queued", worker_id=None, lease_expires_at=None, progress=0.0)
+                                 .values(status=JobStatus.queued, worker_id=None, lease_expires_at=None, progress=0.0)
                                  .returning(jobs.c.id)).scalars().all()
             for job_id in canceled + failed:
                 self._queue_webhook(c, job_id, now)

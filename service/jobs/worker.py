@@ -13,11 +13,11 @@ import time
 
 import torch
 
-from models import TalkingFaceInput, registry
+from models import registry
 from models.common.device import pick_device
 from models.errors import TalkingFaceError
-from service import media
-from service.jobs.store import JobStore, LeaseLost, new_id
+from service import render
+from service.jobs.store import JobStatus, JobStore, LeaseLost, new_id
 from service.settings import Settings
 
 log = logging.getLogger("talkingface.worker")
@@ -121,64 +121,37 @@ class Worker:
         thread.start()
         try:
             fields = self._generate(job, progress)
-            self.store.finish(job_id, self.id, "succeeded", **fields)
+            self.store.finish(job_id, self.id, JobStatus.succeeded, **fields)
         except JobCanceled:
-            self.store.finish(job_id, self.id, "canceled", "canceled", "canceled while running")
+            self.store.finish(job_id, self.id, JobStatus.canceled, "canceled", "canceled while running")
         except WorkerStopping:
             log.info("job %s: handed back to the queue, the worker is stopping", job_id)
             self.store.release(job_id, self.id)
         except LeaseLost:
             log.warning("job %s: lease lost; another worker has it", job_id)
         except TalkingFaceError as exc:
-            self.store.finish(job_id, self.id, "failed", exc.code, exc.message)
+            self.store.finish(job_id, self.id, JobStatus.failed, exc.code, exc.message)
         except Exception:  # a bug or a broken model: logged here, never sent to the client
             log.exception("job %s failed", job_id)
-            self.store.finish(job_id, self.id, "failed", "internal_error",
+            self.store.finish(job_id, self.id, JobStatus.failed, "internal_error",
                               "the worker failed on this job; the worker log has the details")
         finally:
             keepalive_stop.set()
             thread.join()
 
     def _generate(self, job, progress):
-        settings = self.settings
-        inputs = job["inputs"]
-        image = media.read_image(self._file_path(inputs.get("image"), "image"), max_pixels=settings.max_image_pixels)
+        settings, inputs = self.settings, job["inputs"]
         options = job["options"] or {}
-        if options.get("seed") is not None:
-            # ATVGnet is deterministic; models that sample draw from this seed.
-            torch.manual_seed(int(options["seed"]))
         pipe = self.pipeline(job["model"])
-        video = None
-        if inputs.get("video") and getattr(pipe, "accepts_video", False):
-            # The lips follow the video; its own sound (if any) goes into the result.
-            path = self._file_path(inputs["video"], "video")
-            video = media.read_video(path, max_seconds=settings.max_audio_seconds,
-                                     max_pixels=settings.max_image_pixels)
-            audio = media.read_video_audio(path, sample_rate=16000, max_seconds=settings.max_audio_seconds)
-        else:
-            # A video given to a model driven by audio is a voice clip.
-            source = inputs.get("audio") or inputs.get("video")
-            audio = media.read_audio(self._file_path(source, "audio"), sample_rate=16000,
-                                     max_seconds=settings.max_audio_seconds)
-            media.check_speech(audio, 16000)
-        sample = TalkingFaceInput(image=image, audio=audio, sample_rate=16000,
-                                  face_index=int(options.get("face_index", 0)), video=video)
-        # Options a model adds to the common ones (davs: finetune_steps), passed when given.
-        extra = {k: options[k] for k in getattr(pipe, "options", ()) if options.get(k) is not None}
-
+        files = {role: self._file_path(inputs[role], role) for role in ("image", "audio", "video") if inputs.get(role)}
+        sample = render.read_inputs(pipe, **files, face_index=int(options.get("face_index", 0)),
+                                    limits=render.Limits(settings.max_audio_seconds, settings.max_image_pixels))
         settings.results_dir.mkdir(parents=True, exist_ok=True)
         relative = f"results/{job['id']}.mp4"
         path = settings.data_dir / relative
-        metadata = {"comment": f"talkingface {job['model']}; weights: {pipe.info.get('weights')}; job {job['id']}"}
-        with media.Mp4Writer(path, fps=pipe.fps, audio=audio, sample_rate=16000, metadata=metadata) as writer:
-            for chunk in pipe.frame_chunks(sample, paste_back=bool(options.get("paste_back")), progress=progress,
-                                           **extra):
-                writer.write(chunk)
-            generated_at = time.time()
-        info = {"weights": pipe.info.get("weights"), "device": pipe.info.get("device"),
-                "driven_by": "video" if video is not None else "audio"}
-        return dict(result_path=relative, result_bytes=path.stat().st_size, frames=writer.frames_written,
-                    generated_at=generated_at, info=info)
+        done = render.render(pipe, sample, path, options=options, progress=progress, comment=f"; job {job['id']}")
+        return dict(result_path=relative, result_bytes=path.stat().st_size, frames=done.frames,
+                    generated_at=done.generated_at, info=done.info)
 
     def _file_path(self, file_id, role):
         row = self.store.get_file(file_id) if file_id else None

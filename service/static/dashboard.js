@@ -149,7 +149,8 @@
   }
 
   function badge(status, title) {
-    const known = ["queued", "running", "succeeded", "failed", "canceled", "idle", "busy", "stale"];
+    const known = ["queued", "running", "succeeded", "failed", "canceled", "idle", "busy", "stale", "ready",
+      "missing"];
     const kind = known.includes(status) ? status : "unknown";
     return el("span", { class: "badge badge-" + kind, title: title }, String(status));
   }
@@ -259,6 +260,38 @@
       el("td", {}, status),
       el("td", {}, worker.current_job ? el("code", {}, worker.current_job) : "–"),
       el("td", { class: "num" }, age === null ? "–" : formatSeconds(age) + " ago"),
+    ]);
+  }
+
+  // ---------------------------------------------------------------- models
+
+  // One row a model, from its declaration in /v1/models: a model added to the service
+  // shows up here with its inputs and options, with no change to this page.
+  function renderModels(list) {
+    const models = Array.isArray(list.data) ? list.data : [];
+    const body = document.querySelector("#models tbody");
+    if (models.length === 0) {
+      body.replaceChildren(emptyRow(6, "No models."));
+      return;
+    }
+    body.replaceChildren(...models.map(modelRow));
+  }
+
+  function modelRow(model) {
+    const inputs = model.accepts_video ? "image + audio or driving video" : "image + audio";
+    const options = (model.options || []).map((option) => {
+      const value = option.default === null || option.default === undefined ? "" : "=" + option.default;
+      return el("code", { title: option.help || "" }, option.name + value);
+    });
+    const spaced = options.flatMap((node, i) => (i ? [" ", node] : [node]));
+    const weights = model.weights_in_use ? model.weights_in_use.kind : "";
+    return el("tr", { "data-model-id": model.id }, [
+      el("td", { title: model.paper || "" }, el("code", {}, model.id)),
+      el("td", {}, model.task || ""),
+      el("td", {}, inputs),
+      el("td", {}, spaced),
+      el("td", {}, [weights + " ", badge(model.ready ? "ready" : "missing")]),
+      el("td", { class: "num" }, String((model.workers || []).length)),
     ]);
   }
 
@@ -398,6 +431,7 @@
     { name: "running jobs", path: "v1/jobs?status=running&limit=" + RUNNING_LIMIT, render: renderRunning },
     { name: "recent jobs", path: "v1/jobs?limit=" + RECENT_LIMIT, render: renderRecent },
     { name: "workers", path: "v1/workers", render: renderWorkers },
+    { name: "models", path: "v1/models", render: renderModels },
   ];
 
   // Each section is redrawn from its own request, so one failing endpoint leaves the
