@@ -7,10 +7,3 @@ networks, ``audio`` the SyncNet MFCC front end, ``preprocess`` the face alignmen
 ``pipeline`` inference and ``train`` training.
 """
 
-
-def __getattr__(name):
-    # Imported on first use so that ``import models.davs`` stays light.
-    if name == "syncnet_mfcc":
-        from models.davs.audio import syncnet_mfcc
-        return syncnet_mfcc
-    raise AttributeError(name)

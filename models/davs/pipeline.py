@@ -63,7 +63,7 @@ from models.common.device import pick_device
 from models.common.pipeline import Option, TalkingFacePipeline, load_project_networks, read_project
 from models.davs import audio as davs_audio
 from models.davs import preprocess
-from models.davs.networks import Decoder, IdentityEncoder, LipFeatureEncoder, MfccEncoder
+from models.davs.networks import Decoder, IdentityEncoder, LipFeatureEncoder, MfccEncoder, expand_identity
 from models.errors import InvalidInput, NoFaceFound
 from models.perception import face as face_lib
 from models.perception.face import FaceTracker
@@ -235,8 +235,7 @@ class DAVSPipeline(TalkingFacePipeline):
     @torch.no_grad()
     def decode(self, identity, words):
         """Steps 5-6: scaled word features (n, F) -> uint8 frames (n, 256, 256, 3)."""
-        n = len(words)
-        features = [f.expand(n, *f.shape[1:]) for f in identity.features]   # one A for every frame
+        features = expand_identity(identity.features, len(words))     # one A for every frame: a view
         with torch.autocast(self.device.type, enabled=self.half):
             frames = identity.decoder(features, words)
         return preprocess.tensor_to_images(frames.float())
