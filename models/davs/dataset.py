@@ -21,11 +21,13 @@ None), its train/test split, and ``labels``, the sorted label names (class ``i``
 
 Per video, as the authors prepared an LRW clip:
 
-1. 25-fps RGB frames and 16 kHz mono audio, decoded as ``models.atvgnet.dataset`` does
-   (content sniffing, ffmpeg's protocol whitelist, frames streamed one at a time).
+1. 25-fps RGB frames and 16 kHz mono audio, decoded by ``models.perception.video`` and
+   ``models.perception.decode`` (content sniffing, ffmpeg's protocol whitelist, size and
+   duration caps, frames streamed in bounded chunks).
 2. The face: dlib's detector on the first frame that has one (within the first 10 frames,
-   else ``no_face``), then followed from frame to frame (``_FaceTrack._detect`` of the
-   ATVGnet preparation: a window around the previous box, the most overlapping box).
+   else ``no_face``), then followed from frame to frame as the ATVGnet preparation does
+   (``models.perception.face.follow_face`` with ``FaceTracker.for_datasets``: a window
+   around the previous box, the most overlapping box).
 3. Every frame: 68 dlib landmarks; the eye centres and the mouth centre mapped onto the
    template ``2 * [(70, 112), (110, 112), (90, 150)]`` by a similarity, the 268 x 268
    square cut from the 356 x 436 canvas and resized to 260 x 260
@@ -48,9 +50,9 @@ Choices made where the authors' scripts have no answer:
   kept with label None; training ignores it in the word terms.
 - The frames are stored without JPEG round trip, and a clip longer than LRW's 1.16 s is
   kept whole: training draws a 25-frame window from it.
-- Split, resume and the manifest work as in ``models.atvgnet.dataset`` (whose helpers are
-  reused): ``ok`` clips with complete folders are kept, ``no_face`` and ``error`` videos
-  are tried again, the split is a seeded hash order of the names.
+- Split, resume and the manifest are the driver's of ``models.common.dataset``, shared
+  with ATVGnet: ``ok`` clips with complete folders are kept, ``no_face`` and ``error``
+  videos are tried again, the split is a seeded hash order of the names.
 
 Example:
 
@@ -62,44 +64,26 @@ Example:
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import csv
+import functools
 import json
 import logging
-import multiprocessing
 import os
-import shutil
-import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
 import numpy as np
 from scipy.io import wavfile
-from tqdm.auto import tqdm
 
-# The generic video machinery of the ATVGnet preparation: file scan, container sniffing,
-# streamed ffmpeg decoding, face tracking, manifest writing and the seeded split.
-from models.atvgnet.dataset import (
-    FACE_SEARCH_FRAMES,
-    MAX_VIDEO_SECONDS,
-    _assign_splits,
-    _FaceTrack,
-    _frame_size,
-    _FrameReader,
-    _result,
-    _scan,
-    _sniff_video,
-    _to_pcm16,
-    _write_manifest,
-)
-from models.atvgnet.dataset import load_manifest as _load_any_manifest
+from models.common import dataset as driver
 from models.davs import audio as davs_audio
 from models.davs import preprocess
-from models.errors import InvalidInput, TalkingFaceError
+from models.errors import InvalidInput
 from models.perception import decode
 from models.perception import face as face_lib
+from models.perception.video import read_video
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +98,16 @@ __all__ = [
     "read_labels",
 ]
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = driver.MANIFEST_VERSION
 CLIP_FILES = ("frames.npy", "mfcc.npy", "landmarks.npy", "audio.wav")
 STORED_SIZE = preprocess.RESIZED  # 260: the authors' align_face256 images
 FPS = davs_audio.FPS
 SAMPLE_RATE = davs_audio.SAMPLE_RATE
 FIRST_FRAME = davs_audio.FIRST_FRAME  # the first video frame with a whole MFCC block
 EYE_WEIGHT = 2  # process256_224.py fits each eye twice
+FACE_SEARCH_FRAMES = 10  # a video without a face in its first 10 frames is "no_face"
+MAX_VIDEO_SECONDS = 3600.0  # longest video (and audio track) decoded
+MAX_FRAME_PIXELS = 4096 * 4096  # refuse absurd frame sizes before allocating them
 
 
 # ---------------------------------------------------------------------------------------
@@ -140,7 +127,7 @@ def load_manifest(out_dir: str | os.PathLike) -> dict:
         InvalidInput: the manifest is not a DAVS dataset manifest.
     """
     try:
-        manifest = _load_any_manifest(out_dir)
+        manifest = driver.read_manifest(out_dir)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     if manifest.get("model") != "davs":
@@ -151,33 +138,20 @@ def load_manifest(out_dir: str | os.PathLike) -> dict:
 
 def list_clips(out_dir: str | os.PathLike, split: str | None = None) -> list[str]:
     """Names of the prepared (status ``ok``) clips, sorted; ``split`` ``"train"``/``"test"``/None."""
-    if split not in (None, "train", "test"):
-        raise ValueError(f"split must be 'train', 'test' or None, got {split!r}")
-    videos = load_manifest(out_dir)["videos"]
-    return sorted(name for name, entry in videos.items()
-                  if entry.get("status") == "ok" and (split is None or entry.get("split") == split))
+    return driver.ok_clips(load_manifest(out_dir), split)
 
 
 def load_clip(out_dir: str | os.PathLike, name: str, mmap: bool = False) -> dict[str, np.ndarray]:
     """The arrays of one clip: ``frames``, ``mfcc``, ``landmarks`` and ``audio`` (float32 in [-1, 1))."""
-    if Path(name).name != name or name in ("", ".", ".."):
-        raise ValueError(f"invalid clip name {name!r}")
-    folder = Path(out_dir) / "videos" / name
-    rate, pcm = wavfile.read(folder / "audio.wav")
-    if rate != SAMPLE_RATE or pcm.dtype != np.int16 or pcm.ndim != 1:
-        raise ValueError(f"{folder / 'audio.wav'} is not 16 kHz mono int16")
+    folder = driver.clip_folder(out_dir, name)
+    audio = driver.read_clip_audio(folder, SAMPLE_RATE)
     mode = "r" if mmap else None
     return {
         "frames": np.load(folder / "frames.npy", mmap_mode=mode),
         "mfcc": np.load(folder / "mfcc.npy", mmap_mode=mode),
         "landmarks": np.load(folder / "landmarks.npy"),
-        "audio": pcm.astype(np.float32) / 32768.0,
+        "audio": audio,
     }
-
-
-def _clip_complete(out_dir: Path, name: str) -> bool:
-    folder = out_dir / "videos" / name
-    return all((folder / f).is_file() for f in CLIP_FILES)
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,31 +234,51 @@ def align_face260(image: np.ndarray, landmarks68: np.ndarray, eye_weight: int = 
     return np.ascontiguousarray(face), matrix
 
 
-class _DavsTrack(_FaceTrack):
-    """Follow one face through a video; align every frame on its own landmarks.
-
-    Reuses the ATVGnet tracker's ``_detect`` (window search, most overlapping box, the
-    previous box when the face is lost) without its ATVGnet crop template.
-    """
-
-    def __init__(self, first_box: face_lib.Box, eye_weight: int):
-        # The parent's __init__ is not called: it builds ATVGnet's crop template.
-        self.box = first_box
-        self.missed_frames = 0
-        self.eye_weight = eye_weight
-
-    def step(self, frame: np.ndarray, box: face_lib.Box | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One frame -> (uint8 (260, 260, 3) aligned face, float32 (68, 2) landmarks in it)."""
-        gray = face_lib.to_gray(frame)
-        self.box = box if box is not None else self._detect(gray)
-        landmarks = face_lib.landmarks68(gray, self.box).astype(np.float64)
-        face, matrix = align_face260(frame, landmarks, self.eye_weight)
-        mapped = landmarks @ matrix[:, :2].T + matrix[:, 2]
-        return face, mapped.astype(np.float32)
-
-
 # ---------------------------------------------------------------------------------------
 # One video
+
+
+def _build_clip(source: str, work: Path, eye_weight: int) -> tuple[int, str | None]:
+    """DAVS's clip files of one video, written into ``work``: (frames, note)."""
+    basename = repr(os.path.basename(source))
+    # 1. Content check, audio, MFCC: the frames with a whole 20 x 12 block.
+    video = read_video(source, max_seconds=MAX_VIDEO_SECONDS, max_pixels=MAX_FRAME_PIXELS)
+    pcm = driver.to_pcm16(decode.read_audio(source, SAMPLE_RATE, max_seconds=MAX_VIDEO_SECONDS))
+    if len(pcm) < davs_audio.WINDOW_LENGTH:
+        raise InvalidInput(f"{basename}: the audio is too short")
+    mfcc = davs_audio.syncnet_mfcc(pcm.astype(np.float64) / 32768.0, SAMPLE_RATE)  # (13, n)
+    usable = davs_audio.valid_frames(mfcc.shape[1])
+    if len(usable) == 0:
+        raise InvalidInput(f"{basename}: the audio is too short for one 0.2 s MFCC block")
+
+    # 2. The first frame with a face, within the first frames; then every frame: track,
+    # landmarks, align (frames before the first face are followed from its box).
+    landmarks: list[np.ndarray] = []
+    tracker = face_lib.FaceTracker.for_datasets()
+    with contextlib.closing(video.frames(usable.stop)) as frames, \
+            driver.FrameFile(work / "frames.u8", (STORED_SIZE, STORED_SIZE, 3)) as faces:
+        _, followed = face_lib.follow_face(frames, tracker, FACE_SEARCH_FRAMES, basename)
+        for index, (frame, gray, box) in enumerate(followed):
+            points = face_lib.landmarks68(gray, box).astype(np.float64)
+            face, matrix = align_face260(frame, points, eye_weight)
+            if index >= FIRST_FRAME:  # frames 0 and 1 have no whole MFCC block
+                faces.append(face)
+                landmarks.append((points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32))
+
+        # 3. Frames and blocks agree: video frames FIRST_FRAME .. FIRST_FRAME + T - 1.
+        n_frames = len(landmarks)
+        if n_frames == 0:
+            raise InvalidInput(f"{basename} has fewer than {FIRST_FRAME + 1} frames")
+        blocks = davs_audio.frame_blocks(mfcc, FIRST_FRAME, FIRST_FRAME + n_frames)  # (T, 1, 20, 12)
+
+        # 4. Write the clip.
+        faces.save(work / "frames.npy")
+    np.save(work / "mfcc.npy", blocks.astype(np.float32))
+    np.save(work / "landmarks.npy", np.stack(landmarks))
+    wavfile.write(work / "audio.wav", SAMPLE_RATE, pcm)
+    note = (f"face not detected in {tracker.missed_frames} frames (previous box used)"
+            if tracker.missed_frames else None)
+    return n_frames, note
 
 
 def _prepare_video(source: str, name: str, out_dir: str, label: str | None, eye_weight: int) -> dict:
@@ -292,98 +286,8 @@ def _prepare_video(source: str, name: str, out_dir: str, label: str | None, eye_
 
     Nothing raises: every problem ends as status ``no_face`` or ``error`` with a message.
     """
-    out = Path(out_dir)
-    work = out / ".tmp" / f"{name}.{uuid.uuid4().hex[:8]}"
-    basename = repr(os.path.basename(source))
-
-    def result(status, message, frames):
-        return dict(_result(status, message, frames, source), label=label, first_frame=FIRST_FRAME)
-
-    try:
-        # 1. Content check, audio, MFCC: the frames with a whole 20 x 12 block.
-        with open(source, "rb") as f:
-            demuxer = _sniff_video(f.read(512))
-        if demuxer is None:
-            return result("error", f"{basename} is not a video file (unknown format)", 0)
-        width, height = _frame_size(source, demuxer)
-        pcm = _to_pcm16(decode.read_audio(source, SAMPLE_RATE, max_seconds=MAX_VIDEO_SECONDS))
-        if len(pcm) < davs_audio.WINDOW_LENGTH:
-            return result("error", f"{basename}: the audio is too short", 0)
-        mfcc = davs_audio.syncnet_mfcc(pcm.astype(np.float64) / 32768.0, SAMPLE_RATE)  # (13, n)
-        usable = davs_audio.valid_frames(mfcc.shape[1])
-        if len(usable) == 0:
-            return result("error", f"{basename}: the audio is too short for one 0.2 s MFCC block", 0)
-
-        # 2. The first frame with a face, within the first frames.
-        work.mkdir(parents=True)
-        faces_path = work / "frames.u8"
-        landmarks: list[np.ndarray] = []
-        with _FrameReader(source, demuxer, width, height, usable.stop) as reader, \
-                open(faces_path, "wb") as faces:
-            frames = iter(reader)
-            pending: list[np.ndarray] = []
-            first_box = None
-            for frame in frames:
-                pending.append(frame)
-                boxes = face_lib.detect_faces(frame)
-                if boxes:
-                    first_box = boxes[0]
-                    break
-                if len(pending) >= FACE_SEARCH_FRAMES:
-                    break
-            if first_box is None:
-                return result("no_face", f"no face found in the first {len(pending)} frames of {basename}", 0)
-
-            # 3. Every frame: track, landmarks, align (frames before the first face use its box).
-            track = _DavsTrack(first_box, eye_weight)
-            index = 0
-
-            def keep(frame, box=None):
-                nonlocal index
-                face, points = track.step(frame, box)
-                if index >= FIRST_FRAME:  # frames 0 and 1 have no whole MFCC block
-                    faces.write(face.tobytes())
-                    landmarks.append(points)
-                index += 1
-
-            for i, frame in enumerate(pending):
-                keep(frame, first_box if i == len(pending) - 1 else None)
-            del pending
-            for frame in frames:
-                keep(frame)
-
-        # 4. Frames and blocks agree: video frames FIRST_FRAME .. FIRST_FRAME + T - 1.
-        n_frames = len(landmarks)
-        if n_frames == 0:
-            return result("error", f"{basename} has fewer than {FIRST_FRAME + 1} frames", 0)
-        blocks = davs_audio.frame_blocks(mfcc, FIRST_FRAME, FIRST_FRAME + n_frames)  # (T, 1, 20, 12)
-
-        # 5. Write the clip and move it into place.
-        shape = (n_frames, STORED_SIZE, STORED_SIZE, 3)
-        stored = np.lib.format.open_memmap(work / "frames.npy", mode="w+", dtype=np.uint8, shape=shape)
-        stored[:] = np.memmap(faces_path, dtype=np.uint8, mode="r", shape=shape)
-        stored.flush()
-        del stored
-        faces_path.unlink()
-        np.save(work / "mfcc.npy", blocks.astype(np.float32))
-        np.save(work / "landmarks.npy", np.stack(landmarks))
-        wavfile.write(work / "audio.wav", SAMPLE_RATE, pcm)
-        final = out / "videos" / name
-        if final.exists():
-            shutil.rmtree(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(work, final)
-        note = (f"face not detected in {track.missed_frames} frames (previous box used)"
-                if track.missed_frames else None)
-        return result("ok", note, n_frames)
-    except TalkingFaceError as exc:
-        return result("no_face" if exc.code == "no_face" else "error", exc.message, 0)
-    except Exception as exc:  # one bad video (or a full disk) must not end the run
-        logger.exception("preparing %s failed", source)
-        return result("error", f"{type(exc).__name__}: {exc}", 0)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+    return driver.prepare_clip(source, name, out_dir, functools.partial(_build_clip, eye_weight=eye_weight),
+                               fields={"label": label, "first_frame": FIRST_FRAME})
 
 
 # ---------------------------------------------------------------------------------------
@@ -429,95 +333,24 @@ def prepare(
         InvalidInput: a labels file is missing or malformed.
         WeightsMissing: dlib's landmark model is missing.
     """
-    if not 0.0 <= float(split) <= 1.0:
-        raise ValueError(f"split must be in [0, 1], got {split}")
-    videos_dir, out_dir = Path(videos_dir), Path(out_dir)
-    if not videos_dir.is_dir():
-        raise FileNotFoundError(f"{videos_dir} is not a folder")
-    if out_dir.exists() and out_dir.resolve() == videos_dir.resolve():
-        raise ValueError("out_dir must not be videos_dir")
+    videos_dir, out_dir = driver.check_folders(videos_dir, out_dir, split)
     if labels is not None and labels != "folder":
         labels = read_labels(labels)
     face_lib.predictor_path()  # a missing landmark model fails now, not once per video
-    workers = max(int(workers if workers is not None else min(os.cpu_count() or 1, 4)), 1)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out_dir / ".tmp", ignore_errors=True)  # left by an interrupted run
-    try:
-        previous = load_manifest(out_dir)["videos"]
-    except FileNotFoundError:
-        previous = {}
-    except (InvalidInput, json.JSONDecodeError):
-        logger.warning("%s is not a DAVS manifest; starting a new one", out_dir / "manifest.json")
-        previous = {}
+    # 1-2. Every video not prepared yet (driver.prepare_videos), ...
+    manifest = driver.prepare_videos(
+        videos_dir, out_dir, prepare_video=_prepare_video,
+        video_args=lambda name, path: (_label_of(path, videos_dir, labels), eye_weight),
+        entry_fields=lambda name, path: {"label": _label_of(path, videos_dir, labels), "first_frame": FIRST_FRAME},
+        clip_files=CLIP_FILES, new_manifest=_empty_manifest, load_manifest=load_manifest,
+        workers=workers, progress=progress)
 
-    # 1. What to do: every file found; earlier clips whose folder is complete are kept.
-    found = _scan(videos_dir, out_dir)
-    videos: dict[str, dict] = {}
-    todo: list[tuple[str, str, str | None]] = []
-    for name, path in found.items():
-        label = _label_of(path, videos_dir, labels)
-        entry = previous.get(name)
-        if entry and entry.get("status") == "ok" and _clip_complete(out_dir, name):
-            videos[name] = dict(entry, source=str(path.absolute()), label=label)
-        else:
-            todo.append((name, str(path.absolute()), label))
-    for name, entry in previous.items():
-        if name not in found and entry.get("status") == "ok" and _clip_complete(out_dir, name):
-            videos[name] = dict(entry)
-    manifest = _empty_manifest()
-    manifest["videos"] = videos
-    logger.info("%d videos found, %d already prepared, %d to prepare",
-                len(found), len(found) - len(todo), len(todo))
-
-    # 2. Prepare the rest, recording each result as it comes.
-    bar = tqdm(total=len(found), initial=len(found) - len(todo), desc="videos", unit="video",
-               disable=not progress)
-
-    next_write = 0.0
-
-    def record(name: str, entry: dict) -> None:
-        nonlocal next_write
-        videos[name] = entry
-        bar.update(1)
-        if entry["status"] != "ok":
-            logger.info("%s: %s (%s)", name, entry["status"], entry["message"])
-        # Rewritten after each video unless that took more than 5 % of the time since the
-        # last write (a dataset of 10^5 clips would otherwise spend its time writing JSON).
-        start = time.monotonic()
-        if start >= next_write:
-            _write_manifest(out_dir, manifest)
-            next_write = start + (time.monotonic() - start) / 0.05
-
-    try:
-        if workers == 1 or len(todo) <= 1:
-            for name, source, label in todo:
-                record(name, _prepare_video(source, name, str(out_dir), label, eye_weight))
-        else:
-            context = multiprocessing.get_context("spawn")
-            pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(todo)),
-                                                          mp_context=context)
-            try:
-                futures = {pool.submit(_prepare_video, source, name, str(out_dir), label, eye_weight):
-                           (name, source, label) for name, source, label in todo}
-                for future in concurrent.futures.as_completed(futures):
-                    name, source, label = futures[future]
-                    try:
-                        entry = future.result()
-                    except concurrent.futures.process.BrokenProcessPool as exc:
-                        entry = dict(_result("error", f"the worker process died: {exc}", 0, source),
-                                     label=label, first_frame=FIRST_FRAME)
-                    record(name, entry)
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-    finally:
-        bar.close()
-        _write_manifest(out_dir, manifest)
-
-    # 3. Split and the label table.
-    _assign_splits(videos, float(split), int(seed))
+    # 3. ... then the split and the label table.
+    videos = manifest["videos"]
+    driver.assign_splits(videos, float(split), int(seed))
     manifest["labels"] = sorted({e["label"] for e in videos.values()
                                  if e["status"] == "ok" and e.get("label") is not None})
-    _write_manifest(out_dir, manifest)
-    shutil.rmtree(out_dir / ".tmp", ignore_errors=True)
+    driver.write_manifest(out_dir, manifest)
+    driver.finish(out_dir)
     return manifest

@@ -367,12 +367,14 @@ class FaceTracker:
 
 
 def follow_face(frames: Iterable[np.ndarray], tracker: FaceTracker, search_frames: int, name: str
-                ) -> Iterator[tuple[np.ndarray, np.ndarray, Box]]:
-    """Every frame of a video with the followed face's box, for dataset preparation.
+                ) -> tuple[tuple[np.ndarray, np.ndarray, Box], Iterator[tuple[np.ndarray, np.ndarray, Box]]]:
+    """Find the face of a video, then follow it through every frame (dataset preparation).
 
     The face is the largest one of the first frame that has a face, within the first
-    ``search_frames`` frames. Frames before it are followed from that face's box; that
-    frame keeps the box it was found with.
+    ``search_frames`` frames; that search happens now (the frames it read are held, at
+    most ``search_frames``). The frames before that frame are followed from that face's
+    box; that frame keeps the box it was found with; the later ones are followed as they
+    come, lazily.
 
     Args:
         frames: uint8 RGB (H, W, 3) frames, in order.
@@ -380,29 +382,35 @@ def follow_face(frames: Iterable[np.ndarray], tracker: FaceTracker, search_frame
         search_frames (`int`): frames searched for the first face.
         name (`str`): how error messages name the video.
 
-    Yields:
-        ``(frame, gray, box)``: the RGB frame, its gray version and the face's box.
+    Returns:
+        ``(first, followed)``: ``first`` is ``(frame, gray, box)`` of the first frame with
+        a face; ``followed`` yields ``(frame, gray, box)`` for every frame of the video,
+        in order, from the first one.
 
     Raises:
         NoFaceFound: no face in the first ``search_frames`` frames.
     """
     frames = iter(frames)
-    pending: list[tuple[np.ndarray, np.ndarray]] = []  # at most search_frames frames
-    first = None
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+    box = None
     for frame in frames:
         gray = to_gray(frame)
         pending.append((frame, gray))
-        first = tracker.find(gray)
-        if first is not None or len(pending) >= search_frames:
+        box = tracker.find(gray)
+        if box is not None or len(pending) >= search_frames:
             break
-    if first is None:
+    if box is None:
         raise NoFaceFound(f"no face found in the first {len(pending)} frames of {name}")
-    for frame, gray in pending[:-1]:
-        yield frame, gray, tracker.find(gray)
-    tracker.box = first
-    frame, gray = pending.pop()
-    del pending
-    yield frame, gray, first
-    for frame in frames:
-        gray = to_gray(frame)
-        yield frame, gray, tracker.find(gray)
+    first = pending[-1] + (box,)
+
+    def followed() -> Iterator[tuple[np.ndarray, np.ndarray, Box]]:
+        for frame, gray in pending[:-1]:
+            yield frame, gray, tracker.find(gray)
+        tracker.box = first[2]
+        yield first
+        pending.clear()
+        for frame in frames:
+            gray = to_gray(frame)
+            yield frame, gray, tracker.find(gray)
+
+    return first, followed()
