@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from service.bench import EXAMPLE_IMAGE, speech_like
+from models.common.bench import EXAMPLE_IMAGE, speech_like
 
 
 def _percentiles(values):

@@ -91,11 +91,22 @@ def cmd_models(args):
 
 def cmd_bench(args):
     if args.target == "api":
-        from service import bench_api as bench
-    else:
-        from service import bench
+        from service import bench_api
 
-    result = bench.run(args)
+        result = bench_api.run(args)
+    elif args.target == "davs":
+        from models.davs import bench
+
+        if args.memory is not None:
+            raise TalkingFaceError("--memory measures atvgnet; davs streams the same way (talkingface bench atvgnet)")
+        result = bench.run(args.weights, args.random_weights, args.device, args.seconds, args.mode, args.repeats)
+    else:
+        from models.atvgnet import bench
+
+        if args.memory is not None:
+            result = bench.memory(args.memory, args.weights, args.random_weights, args.device)
+        else:
+            result = bench.run(args.weights, args.random_weights, args.device, args.seconds, args.repeats)
     print(json.dumps(result, indent=2))
 
 
@@ -271,13 +282,15 @@ def cmd_eval(args):
 
 
 def cmd_weights(args):
-    from service import demo
-
     out = args.out or str(Path(__file__).resolve().parent.parent / "weights" / "demo" / args.model)
     if args.model == "davs":
-        report = demo.build_davs_demo(out, work_dir=args.work, train_seconds=args.minutes * 60, seed=args.seed,
-                                      progress=not args.quiet)
+        from models.davs import demo
+
+        report = demo.build_demo(out, work_dir=args.work, train_seconds=args.minutes * 60, seed=args.seed,
+                                 progress=not args.quiet)
     else:
+        from models.atvgnet import demo
+
         report = demo.build_demo(out, work_dir=args.work, atnet_seconds=args.atnet_minutes * 60,
                                  vgnet_seconds=args.vgnet_minutes * 60, seed=args.seed, progress=not args.quiet)
     print(json.dumps(report, indent=2))

@@ -139,8 +139,9 @@ def test_damaged_array_is_refused(seeded_weights_dir, tmp_path):
 MEMORY_SCRIPT = """
 import json, resource, sys, torch
 from models.atvgnet.networks import ATNet, VGNet
+from models.atvgnet import bench
 from models.atvgnet.pipeline import ATVGnetPipeline
-from service import bench, media
+from service import media
 torch.set_num_threads(1)
 pipe = ATVGnetPipeline.with_networks(ATNet(width=4), VGNet(ngf=8, n_blocks=1), sys.argv[2], device="cpu")
 image = media.read_image(sys.argv[3])

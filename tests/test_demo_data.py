@@ -5,8 +5,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from models.atvgnet import demo_data
-from service import demo
+from models.atvgnet import demo as atvgnet_demo
+from models.common import demo, demo_data
 from models.errors import TalkingFaceError
 from models.metrics import lip_sync_proxy, mouth_opening
 from models.perception.face import find_face
@@ -96,9 +96,9 @@ def test_speak_writes_a_wav(tmp_path):
 
 def test_build_demo_makes_a_loadable_weights_folder(tmp_path):
     from models import registry
-    report = demo.build_demo(tmp_path / "out", work_dir=tmp_path / "work", atnet_seconds=0, vgnet_seconds=0,
-                             per_photo=1, sentences=["Hello there, how are you today?"], batch_sizes=(1, 1),
-                             width=4, ngf=8, n_blocks=1, progress=False)
+    report = atvgnet_demo.build_demo(tmp_path / "out", work_dir=tmp_path / "work", atnet_seconds=0,
+                                     vgnet_seconds=0, per_photo=1, sentences=["Hello there, how are you today?"],
+                                     batch_sizes=(1, 1), width=4, ngf=8, n_blocks=1, progress=False)
     assert report["steps"] == {"atnet": 1, "vgnet": 1}
     assert set(report["example"]) == {"lip_sync", "ssim_outside_mouth", "frames"}
     assert -1 <= report["example"]["lip_sync"] <= 1 and 0 < report["example"]["ssim_outside_mouth"] <= 1
@@ -110,13 +110,13 @@ def test_build_demo_makes_a_loadable_weights_folder(tmp_path):
 def test_project_basics_keep_the_mouth_direction():
     from scipy.spatial import procrustes
     photos = demo.default_photos()
-    basics = demo.make_basics(photos)
+    basics = atvgnet_demo.make_basics(photos)
     S = basics["S"].astype(np.float64)
     assert S.shape == (100, 136) and np.allclose(S @ S.T, np.eye(100), atol=1e-5)
     assert basics["base_68"].shape == (68, 2) and basics["mean_shape_norm"].shape == (1, 136)
     # Opening the mouth is a change the basis keeps almost entirely.
     box, landmarks, _ = find_face(photos["grace_hopper"])
     closed = procrustes(basics["mean_shape_img"], landmarks)[1].reshape(136)
-    opened = procrustes(basics["mean_shape_img"], demo._opened(landmarks, 1.0))[1].reshape(136)
+    opened = procrustes(basics["mean_shape_img"], demo_data.opened_landmarks(landmarks, 1.0))[1].reshape(136)
     change = opened - closed
     assert np.linalg.norm(S @ change) > 0.95 * np.linalg.norm(change)

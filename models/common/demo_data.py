@@ -1,4 +1,4 @@
-"""Synthetic talking-face videos for training small demo ATVGnet weights without downloads.
+"""Synthetic talking-face videos for training small demo weights without downloads.
 
 Two public-domain portraits ship inside installed packages: scikit-image's
 ``skimage.data.astronaut()`` (Eileen Collins, NASA) and matplotlib's ``grace_hopper.jpg``.
@@ -6,9 +6,9 @@ Each is animated so that its mouth opens with the loudness of English speech mad
 espeak-ng: the lower lip and the chin are pushed down by a smooth, local displacement
 field (the rest of the face stays put) and the gap between the inner lips is darkened.
 The clips are crude, but dlib sees the mouth open and close in time with the voice,
-which is what AT-net and VG-net learn from. ``service.demo`` writes them as ordinary
-MP4s (H.264 + AAC, 25 fps, 16 kHz audio) that ``models.atvgnet.dataset.prepare`` reads
-like any other videos.
+which is what the talking-face systems learn from. ``models.common.demo`` writes them as
+ordinary MP4s (H.264 + AAC, 25 fps, 16 kHz audio) that every system's dataset
+preparation reads like any other videos.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "SENTENCES",
     "animate",
     "mouth_trajectory",
+    "opened_landmarks",
     "speak",
 ]
 
@@ -125,6 +126,21 @@ def mouth_trajectory(audio: np.ndarray, sample_rate: int, n_frames: int, fps: fl
 # ---------------------------------------------------------------------------------------
 # Animation
 # ---------------------------------------------------------------------------------------
+
+
+def opened_landmarks(landmarks68: np.ndarray, opening: float) -> np.ndarray:
+    """The 68 landmarks with the lower lip and jaw dropped as ``animate`` drops them.
+
+    What a face in a generated clip looks like to a landmark detector at ``opening``
+    (0 to 1), for building shape statistics that contain the clips' mouth motion.
+
+    Returns:
+        float64 (68, 2) landmarks.
+    """
+    out = np.asarray(landmarks68, dtype=np.float64).copy()
+    width = np.linalg.norm(out[54] - out[48])
+    out[JAW_POINTS, 1] += opening * MAX_DROP * width
+    return out
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
@@ -249,7 +265,3 @@ def animate(photo_rgb: np.ndarray, landmarks68: np.ndarray, openings: Sequence[f
         frames[t, y0:y1, x0:x1] = np.clip(np.round(opened), 0, 255).astype(np.uint8)
     return frames if rng is None else _augment(frames, rng)
 
-
-# ---------------------------------------------------------------------------------------
-# Clips
-# ---------------------------------------------------------------------------------------

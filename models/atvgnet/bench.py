@@ -1,0 +1,133 @@
+"""``talkingface bench atvgnet``: speed and memory of ATVGnet, returned as a dict.
+
+    talkingface bench atvgnet                       # networks alone, then end to end (10 s clip)
+    talkingface bench atvgnet --memory 10 600       # peak RSS for a 10-s and a 10-min clip
+
+Speed does not depend on the weights, so ``random_weights`` measures without the authors'
+checkpoints (the pre-processing arrays are still read from ``weights``). Each memory run
+is a fresh subprocess (``python -m models.atvgnet.bench --one ...``), so one run's peak
+cannot hide another's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from models.common import bench
+
+SECONDS = 10.0          # clip length of the end-to-end run
+MEMORY_SECONDS = (10.0, 600.0)
+
+
+def random_pipeline(weights, device):
+    """ATVGnet with freshly initialised AT-net and VG-net and the arrays of ``weights``."""
+    from models.atvgnet.networks import ATNet, VGNet
+    from models.atvgnet.pipeline import ATVGnetPipeline
+    from models.weights import weights_dir
+
+    return ATVGnetPipeline.with_networks(ATNet(), VGNet(), weights_dir(weights), device=device,
+                                         info={"weights": "random"})
+
+
+def build_pipeline(weights, random_weights, device):
+    """The pipeline to measure (``models.common.bench.load_pipeline``)."""
+    return bench.load_pipeline("atvgnet", weights, random_weights, device, random_pipeline)
+
+
+def end_to_end(pipe, image, seconds, output):
+    """Photo + clip -> MP4 on disk, streaming; returns (wall seconds, frames)."""
+    from models import TalkingFaceInput
+
+    audio = bench.speech_like(seconds)
+    start = time.perf_counter()
+    inputs = TalkingFaceInput(image=image, audio=audio, sample_rate=16000)
+    frames = bench.write_chunks(pipe.frame_chunks(inputs), output, pipe.fps, audio=audio)
+    return time.perf_counter() - start, frames
+
+
+def network_speed(pipe, repeats):
+    """Frames per second of AT-net and VG-net alone, at 1 and 16 frames per call.
+
+    On CUDA it also says how far VG-net's fp16 autocast output is from fp32.
+    """
+    result = {}
+    dev = pipe.device
+    for frames in (1, 16):
+        example6 = torch.randn(1, 6, device=dev)
+        audio = torch.randn(1, frames, 28, 12, device=dev)
+        image = torch.rand(1, 3, 128, 128, device=dev) * 2 - 1
+        landmarks = torch.randn(1, frames, 136, device=dev) * 0.1
+        example = torch.randn(1, 136, device=dev) * 0.1
+        with torch.inference_mode():
+            t_at = bench.timed(lambda: pipe.atnet(example6, audio), repeats)
+            t_vg = bench.timed(lambda: pipe.vgnet(image, landmarks, example), repeats)
+        result[f"atnet_fps_batch{frames}"] = round(frames / t_at, 2)
+        result[f"vgnet_fps_batch{frames}"] = round(frames / t_vg, 2)
+        if dev.type == "cuda":
+            with torch.inference_mode(), torch.autocast("cuda"):
+                half = pipe.vgnet(image, landmarks, example)[0].float()
+            with torch.inference_mode():
+                full = pipe.vgnet(image, landmarks, example)[0]
+            result[f"vgnet_fp16_max_abs_diff_batch{frames}"] = float((half - full).abs().max())
+    return result
+
+
+def run(weights=None, random_weights=False, device="auto", seconds=None, repeats=3) -> dict:
+    """Networks alone, then photo + ``seconds`` of voice -> MP4 (default ``SECONDS``).
+
+    Returns:
+        The header (``models.common.bench.header``), frames per second of each network,
+        the clip's frames, wall seconds, real-time factor and the peak RSS.
+    """
+    seconds = seconds or SECONDS
+    pipe = build_pipeline(weights, random_weights, device)
+    image = bench.example_photo()
+    result = bench.header(pipe)
+    result.update(network_speed(pipe, repeats))
+    with tempfile.TemporaryDirectory() as tmp:
+        wall, frames = end_to_end(pipe, image, seconds, os.path.join(tmp, "bench.mp4"))
+    result.update({"clip_seconds": seconds, "frames": frames, "end_to_end_seconds": round(wall, 2),
+                   "real_time_factor": round(wall / seconds, 3), "peak_rss_mib": round(bench.peak_rss_mib(), 1)})
+    return result
+
+
+def memory(lengths=None, weights=None, random_weights=False, device="auto") -> dict:
+    """Peak RSS of a fresh process per clip length (default ``MEMORY_SECONDS``); the ratio to the first.
+
+    Streaming keeps memory flat: a 10-minute clip should need about what a 10-second one does.
+    """
+    lengths = lengths or list(MEMORY_SECONDS)
+    runs = []
+    for seconds in lengths:
+        command = [sys.executable, "-m", "models.atvgnet.bench", "--one", str(seconds), device, weights or "",
+                   "1" if random_weights else "0"]
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+    base = runs[0]["peak_rss_mib"]
+    for r in runs:
+        r["ratio_to_first"] = round(r["peak_rss_mib"] / base, 3)
+    return {"model": "atvgnet", "runs": runs}
+
+
+def one_run(seconds, device, weights, random_weights) -> dict:
+    """One end-to-end run of ``seconds`` and this process's peak RSS (a ``memory`` subprocess)."""
+    pipe = build_pipeline(weights or None, random_weights, device)
+    image = bench.example_photo()
+    with tempfile.TemporaryDirectory() as tmp:
+        wall, frames = end_to_end(pipe, image, float(seconds), os.path.join(tmp, "bench.mp4"))
+    return {"clip_seconds": float(seconds), "frames": frames, "wall_seconds": round(wall, 1),
+            "peak_rss_mib": round(bench.peak_rss_mib(), 1)}
+
+
+if __name__ == "__main__":
+    # `memory`'s subprocess: one JSON line on stdout.
+    if sys.argv[1] == "--one":
+        seconds, device, weights, random_weights = sys.argv[2:6]
+        sys.stdout.write(json.dumps(one_run(seconds, device, weights, random_weights == "1")) + "\n")

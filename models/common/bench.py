@@ -1,0 +1,89 @@
+"""What the model benchmarks share: timing, peak memory, a stand-in voice, streaming to MP4.
+
+    talkingface bench MODEL            # models/<system>/bench.py: run, printed as JSON
+
+Each system's ``bench.py`` times its networks alone and its pipeline end to end, and
+returns the numbers as a dict; the command line prints it. Speed does not depend on the
+weights, so every system can be measured with random networks (``load_pipeline``).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import numpy as np
+import torch
+
+from models.common.demo import EXAMPLE_IMAGE, mp4_writer, read_photo
+
+__all__ = ["EXAMPLE_IMAGE", "example_photo", "header", "load_pipeline", "peak_rss_mib", "speech_like", "timed",
+           "write_chunks"]
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, repeats: int) -> float:
+    """The best of ``repeats`` wall-clock seconds of ``fn()``, after one warm-up call.
+
+    The warm-up pays for the allocator, kernel selection and caches once; CUDA work is
+    waited for, so the time is the work's and not its launch's.
+    """
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def speech_like(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """Amplitude-modulated noise with a syllable rhythm: a stand-in voice of any length."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
+    return (0.3 * envelope * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def example_photo() -> np.ndarray:
+    """The bundled example photo, uint8 RGB."""
+    return read_photo(EXAMPLE_IMAGE)
+
+
+def load_pipeline(model: str, weights, random_weights: bool, device, random_pipeline):
+    """The pipeline to measure: ``model``'s with the weights the registry picks, or with random networks.
+
+    Args:
+        model: the registry name.
+        weights: a weights folder, or None for the registry's choice.
+        random_weights: build ``random_pipeline(weights, device)`` instead, after seeding
+            torch, so that two runs measure the same networks.
+        device: "cpu", "cuda", ... or "auto".
+        random_pipeline: the system's pipeline built around freshly initialised networks.
+    """
+    if random_weights:
+        torch.manual_seed(0)
+        return random_pipeline(weights, device)
+    from models import registry
+
+    return registry.load(model, weights=weights, device=device)
+
+
+def header(pipe) -> dict:
+    """What every result starts with: the model, its weights, the device, threads and torch."""
+    return {"model": pipe.name, "weights": pipe.info.get("weights"), "device": str(pipe.device),
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def write_chunks(chunks, output, fps: float, audio: np.ndarray | None = None, sample_rate: int = 16000) -> int:
+    """Stream uint8 frame chunks into the MP4 ``output``, as the service does; returns the frames written."""
+    with mp4_writer(output, fps=fps, audio=audio, sample_rate=sample_rate) as writer:
+        for chunk in chunks:
+            writer.write(chunk)
+    return writer.frames_written
