@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from models.errors import InvalidInput
+from models.perception import video as video_lib
 from models.perception.decode import (  # noqa: F401  (re-exported)
     DECODE_TIMEOUT_S,
     MAX_AUDIO_SECONDS,
@@ -59,7 +60,6 @@ from models.perception.video import (  # noqa: F401  (re-exported)
     VideoStream,
     has_video_stream,
     probe_video,
-    read_video,
     read_video_audio,
 )
 
@@ -148,6 +148,21 @@ def check_speech(audio: np.ndarray, sample_rate: int, min_seconds: float = 0.3) 
         raise InvalidInput(f"audio is {seconds:.2f} s long; at least {min_seconds:g} s is needed")
     if float(np.max(np.abs(audio))) < SILENCE_PEAK:
         raise InvalidInput("audio is silent; a voice clip is needed")
+
+
+# ---------------------------------------------------------------------------- video
+
+
+def read_video(source: str | os.PathLike, fps: float = VIDEO_FPS, max_seconds: float = MAX_AUDIO_SECONDS,
+               max_pixels: int = MAX_IMAGE_PIXELS, chunk_frames: int = VIDEO_CHUNK_FRAMES) -> VideoFrames:
+    """Open an uploaded video for streaming its frames at ``fps``: ``models.perception.video.read_video``
+    under the service's caps (``MAX_IMAGE_PIXELS`` a frame, ``VIDEO_CHUNK_BYTES`` a chunk).
+
+    Raises:
+        InvalidInput: not a video, no video stream, frames too large, or too long.
+    """
+    return video_lib.read_video(source, fps=fps, max_seconds=max_seconds, max_pixels=max_pixels,
+                                chunk_frames=chunk_frames, chunk_bytes=VIDEO_CHUNK_BYTES)
 
 
 # ---------------------------------------------------------------------------- MP4 output

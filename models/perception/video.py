@@ -161,7 +161,7 @@ class VideoFrames:
     """
 
     def __init__(self, path, demuxer, stream: VideoStream, fps=VIDEO_FPS, max_seconds=MAX_AUDIO_SECONDS,
-                 max_pixels=MAX_VIDEO_PIXELS, chunk_frames=VIDEO_CHUNK_FRAMES):
+                 max_pixels=MAX_VIDEO_PIXELS, chunk_frames=VIDEO_CHUNK_FRAMES, chunk_bytes=VIDEO_CHUNK_BYTES):
         self.path = os.path.abspath(path)
         self.demuxer = demuxer
         self.stream = stream
@@ -169,6 +169,7 @@ class VideoFrames:
         self.max_seconds = max_seconds
         self.max_pixels = max_pixels
         self.chunk_frames = chunk_frames
+        self.chunk_bytes = chunk_bytes
         seconds = stream.seconds if stream.seconds is not None else max_seconds
         self.expected_frames = max(1, int(round(seconds * self.fps)))
 
@@ -225,7 +226,7 @@ class VideoFrames:
                 proc.stdout.close()
 
     def _read_chunk(self, pipe, name):
-        """Up to ``chunk_frames`` frames (and about VIDEO_CHUNK_BYTES) from a PPM stream; None at its end."""
+        """Up to ``chunk_frames`` frames (and about ``chunk_bytes``) from a PPM stream; None at its end."""
         frames, limit = [], self.chunk_frames
         while len(frames) < limit:
             magic = pipe.readline()
@@ -247,12 +248,13 @@ class VideoFrames:
                 raise InvalidInput(f"{name} changes its frame size part-way; re-encode it at one size")
             self._size = frame.shape
             frames.append(frame)
-            limit = max(1, min(self.chunk_frames, VIDEO_CHUNK_BYTES // frame.nbytes))
+            limit = max(1, min(self.chunk_frames, self.chunk_bytes // frame.nbytes))
         return np.stack(frames) if frames else None
 
 
 def read_video(source: str | os.PathLike, fps: float = VIDEO_FPS, max_seconds: float = MAX_AUDIO_SECONDS,
-               max_pixels: int = MAX_VIDEO_PIXELS, chunk_frames: int = VIDEO_CHUNK_FRAMES) -> VideoFrames:
+               max_pixels: int = MAX_VIDEO_PIXELS, chunk_frames: int = VIDEO_CHUNK_FRAMES,
+               chunk_bytes: int = VIDEO_CHUNK_BYTES) -> VideoFrames:
     """Open a video for streaming its frames at ``fps``.
 
     The header is checked first -- a video stream, its pixel count, its duration -- so a
@@ -265,7 +267,8 @@ def read_video(source: str | os.PathLike, fps: float = VIDEO_FPS, max_seconds: f
         max_seconds (`float`, defaults to `MAX_AUDIO_SECONDS`): longest video accepted.
         max_pixels (`int`, defaults to `MAX_VIDEO_PIXELS`): largest frame accepted.
         chunk_frames (`int`, defaults to 32): most frames per chunk (fewer when they are
-            large: a chunk holds about 64 MiB).
+            large: a chunk holds about ``chunk_bytes``).
+        chunk_bytes (`int`, defaults to 64 MiB): about the most bytes of frames a chunk holds.
 
     Returns:
         `VideoFrames`: iterate it for uint8 RGB chunks (n, H, W, 3), or call its
@@ -285,7 +288,7 @@ def read_video(source: str | os.PathLike, fps: float = VIDEO_FPS, max_seconds: f
     if stream.seconds is not None and stream.seconds > max_seconds + 1.0 / fps:
         raise InvalidInput(f"{name} is longer than {max_seconds:g} s, the longest accepted")
     return VideoFrames(source, demuxer, stream, fps=fps, max_seconds=max_seconds, max_pixels=max_pixels,
-                       chunk_frames=chunk_frames)
+                       chunk_frames=chunk_frames, chunk_bytes=chunk_bytes)
 
 
 def read_video_audio(source: Source, sample_rate: int = 16000,
