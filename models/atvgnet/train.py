@@ -52,27 +52,23 @@ Example:
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import logging
 import math
-import os
 import shutil
-import time
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
 from models import weights as weights_lib
 from models.atvgnet.networks import ATNet, GLDiscriminator, VGNet
 from models.common.device import pick_device
+from models.common.train import BaseTrainer, LoopConfig, atomic_write, load_safetensors, read_run_config
 from models.errors import InvalidInput
 
 __all__ = [
@@ -102,7 +98,6 @@ AUTHORS_BATCH = {"atnet": 16, "vgnet": 10}  # atnet.py / vgnet.py --batch_size
 AUTHORS_EPOCHS = {"atnet": 10, "vgnet": 5}  # atnet.py / vgnet.py --max_epochs
 PIXEL_WEIGHT = 10.0  # vgnet.py l. 173: loss = 10 * loss_pix + loss_gen + loss_lmark
 MOUTH_WEIGHT = 100.0  # vgnet.py l. 113-114
-MAX_HISTORY = 1000  # loss points kept in config.json; log.csv has them all
 
 
 # ---------------------------------------------------------------------------------------
@@ -339,15 +334,19 @@ def init_weights(network: nn.Module, gain=0.02) -> nn.Module:
 
 
 @dataclass
-class TrainConfig:
-    """Everything one training run depends on; written to ``config.json`` as ``train``."""
+class TrainConfig(LoopConfig):
+    """Everything one training run depends on; written to ``config.json`` as ``train``.
+
+    The loop's settings (``max_steps``, ``time_budget``, ``device``, ``sample_every``,
+    ``log_every``, ``checkpoint_every``, ``resume``, ``seed``, ``num_workers``,
+    ``progress``) are the keyword-only fields of `LoopConfig`; ``max_steps=None`` trains
+    the authors' epochs (10 AT-net, 5 VG-net).
+    """
 
     data_dir: str
     stage: str  # "atnet" or "vgnet"
     out_dir: str
     split: str = "train"
-    max_steps: int | None = None  # None: the authors' epochs (10 AT-net, 5 VG-net)
-    time_budget: float | None = None  # seconds of this call, then a final checkpoint
     batch_size: int | None = None  # None: the authors' (16 AT-net, 10 VG-net)
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
@@ -357,29 +356,18 @@ class TrainConfig:
     disc_width: int = 64  # GLDiscriminator channel scale; 64 is the published network
     pixel_warmup: int = 0  # VG-net: first steps on the pixel loss alone (0: the authors' losses throughout)
     ema: float | None = None  # decay of an exponential moving average of the generator
-    device: str = "auto"
-    sample_every: int = 500  # steps between sample images; 0 disables
-    log_every: int = 10  # steps between log.csv rows (mean of the steps since the last row)
-    checkpoint_every: int = 1000  # steps between checkpoints; one is always written at the end
-    resume: bool = True
-    seed: int = 0
-    num_workers: int = 0
-    progress: bool = True
     whole_video: bool = False  # AT-net: example frame anywhere in a video, not only 3..7
     landmarks: str = "raw"  # VG-net: "raw" (authors) or "pca" (reconstructed, as at inference)
 
     def __post_init__(self):
         if self.stage not in STAGES:
             raise InvalidInput(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        super().__post_init__()
         self.betas = tuple(self.betas)
-        for name in ("max_steps", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InvalidInput(f"{name} must be at least 1, got {value}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InvalidInput(f"batch_size must be at least 1, got {self.batch_size}")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise InvalidInput(f"ema must be a decay in (0, 1), got {self.ema}")
-        if self.log_every < 1 or self.checkpoint_every < 1 or self.sample_every < 0:
-            raise InvalidInput("log_every and checkpoint_every must be >= 1, sample_every >= 0")
 
     @property
     def network(self) -> dict:
@@ -397,44 +385,9 @@ def _build_network(stage, network_config) -> nn.Module:
 # Files
 
 
-def _atomic(path: Path, write):
-    """Write ``path`` through ``write(tmp_path)`` and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _save_safetensors(module: nn.Module, path: Path, step: int):
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    _atomic(path, lambda tmp: save_file(state, str(tmp), metadata={"step": str(step)}))
-
-
-def _safetensors_step(path: Path) -> int | None:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        step = (f.metadata() or {}).get("step")
-    return None if step is None else int(step)
-
-
-def _write_json(path: Path, data: dict):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-
-    _atomic(path, write)
-
-
 def read_config(out_dir) -> dict:
     """The ``config.json`` of a training folder."""
-    path = Path(out_dir) / "config.json"
-    if not path.is_file():
-        raise weights_lib.WeightsMissing(f"{path} not found: {out_dir} holds no ATVGnet training run")
-    with open(path) as f:
-        return json.load(f)
+    return read_run_config(out_dir, "ATVGnet")
 
 
 def load_trained(out_dir, stage, device="cpu", ema=False) -> nn.Module:
@@ -462,11 +415,6 @@ def load_trained(out_dir, stage, device="cpu", ema=False) -> nn.Module:
     return network.to(pick_device(device)).eval()
 
 
-def _tile_grid(rows: list[list[np.ndarray]]) -> np.ndarray:
-    """Rows of equal-size HxWx3 uint8 tiles -> one image."""
-    return np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
-
-
 def _to_uint8(images: torch.Tensor) -> list[np.ndarray]:
     """(N, C, H, W) in [-1, 1] (C = 1 or 3; C = 1 in [0, 1]) -> N uint8 HxWx3 arrays."""
     x = images.detach().float().cpu()
@@ -489,88 +437,28 @@ def _draw_landmarks(points: dict[tuple[int, int, int], np.ndarray], size=128) ->
     return tile
 
 
-def _save_png(path: Path, image: np.ndarray):
-    from PIL import Image
-
-    _atomic(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
-
-
 # ---------------------------------------------------------------------------------------
 # Trainer
 
 
-@dataclass
-class _LossLog:
-    """log.csv (and TensorBoard when installed): one row of window means every ``every`` steps."""
-
-    path: Path
-    every: int
-    names: tuple[str, ...]
-    window: dict = field(default_factory=lambda: defaultdict(list))
-    writer: object = None
-
-    def open(self, step: int, tensorboard_dir: Path):
-        """Keep the rows up to ``step`` (those a resumed checkpoint covers), drop the rest."""
-        header = ["step", "time", *self.names]
-        rows = []
-        if step > 0 and self.path.is_file():
-            with open(self.path, newline="") as f:
-                reader = csv.reader(f)
-                if next(reader, None) == header:
-                    rows = [row for row in reader if row and int(row[0]) <= step]
-
-        def write(tmp):
-            with open(tmp, "w", newline="") as f:
-                csv.writer(f).writerows([header, *rows])
-
-        _atomic(self.path, write)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional
-            self.writer = None
-        else:
-            self.writer = SummaryWriter(str(tensorboard_dir), purge_step=step + 1)
-
-    def add(self, losses: dict):
-        for name, value in losses.items():
-            self.window[name].append(value)
-
-    def flush(self, step: int, seconds: float) -> dict | None:
-        """Write the means of the window as one row; returns them (None for an empty window)."""
-        if not self.window:
-            return None
-        means = {name: float(np.mean(values)) for name, values in self.window.items()}
-        self.window.clear()
-        with open(self.path, "a", newline="") as f:
-            # A loss a step did not compute (the discriminator's during a warm-up) is left empty.
-            csv.writer(f).writerow([step, f"{seconds:.3f}", *(f"{means[n]:.8g}" if n in means else ""
-                                                              for n in self.names)])
-        if self.writer is not None:
-            for name, value in means.items():
-                self.writer.add_scalar(f"loss/{name}", value, step)
-        return means
-
-    def close(self):
-        if self.writer is not None:
-            self.writer.close()
-
-
-class Trainer:
-    """One training run of AT-net or VG-net: networks, optimisers, data, checkpoints.
+class Trainer(BaseTrainer):
+    """One training run of AT-net or VG-net: networks, optimisers, data and the steps.
 
     ``train`` is the entry point; the class is public so that single steps can be taken
-    (``train_step``) and a checkpoint inspected (``load_checkpoint``).
+    (``train_step``) and a checkpoint inspected (``load_checkpoint``). The loop, the
+    budgets, resuming, the log and the checkpoint files are `BaseTrainer`'s; a run folder
+    holds ``<stage>.safetensors`` (``<stage>_ema.safetensors``,
+    ``discriminator.safetensors`` where the run has them), ``<stage>.train.pt``,
+    ``config.json``, ``log.csv``, a copy of the dataset's ``pca.npz`` and ``samples/``.
 
     Args:
         config (`TrainConfig`): the run's settings.
     """
 
     def __init__(self, config: TrainConfig):
-        self.config = config
-        self.stage = config.stage
-        self.device = pick_device(config.device)
-        self.out_dir = Path(config.out_dir)
-        self.data_dir = Path(config.data_dir)
+        super().__init__(config)
+        self.stage = self.name = config.stage
+        self.state_file = f"{self.stage}.train.pt"
 
         # 1. Data
         if self.stage == "atnet":
@@ -606,21 +494,18 @@ class Trainer:
         if config.ema is not None:
             self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
 
-        # 3. Progress
-        self.step = 0
-        self.elapsed = 0.0  # training seconds over all calls
-        self.history: list[dict] = []
-        self.last_saved = None
-        self._outputs = None
+        # 3. What the progress bar shows
+        self.shown_losses = self.loss_names if self.stage == "atnet" else ("loss_disc", "loss_g", "loss_pix")
 
-    # -- file names -----------------------------------------------------------------------
+    # -- names ----------------------------------------------------------------------------
     @property
     def files(self) -> dict:
+        """The file of each role in the run folder (None for a role the run does not have)."""
         return {
             "generator": f"{self.stage}.safetensors",
             "ema": f"{self.stage}_ema.safetensors" if self.ema is not None else None,
             "discriminator": "discriminator.safetensors" if self.discriminator is not None else None,
-            "state": f"{self.stage}.train.pt",
+            "state": self.state_file,
         }
 
     @property
@@ -630,6 +515,10 @@ class Trainer:
         # The names of the authors' log line, vgnet.py l. 183.
         return ("loss_disc", "loss_real", "loss_fake", "loss_lmark_r", "loss_lmark_f",
                 "loss_g", "loss_gen", "loss_pix", "loss_lmark")
+
+    def total_steps(self) -> int:
+        """The authors' 10 (AT-net) or 5 (VG-net) epochs."""
+        return AUTHORS_EPOCHS[self.stage] * self.steps_per_epoch
 
     # -- one step -------------------------------------------------------------------------
     def _to_device(self, batch: dict) -> dict:
@@ -654,7 +543,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
-        self._outputs = {"predicted": predicted.detach()}
+        self.last_outputs = {"predicted": predicted.detach()}
         return {"loss": loss.item()}
 
     def _vgnet_step(self, batch):
@@ -691,7 +580,7 @@ class Trainer:
         self.opt_g.step()
         self.discriminator.requires_grad_(True)
 
-        self._outputs = {"fake": fake.detach(), "attention": attention.detach()}
+        self.last_outputs = {"fake": fake.detach(), "attention": attention.detach()}
         values = (loss_disc, loss_real, loss_fake, loss_lmark_r, loss_lmark_f,
                   loss_g, loss_gen, loss_pix, loss_lmark)
         return {name: value.item() for name, value in zip(self.loss_names, values)}
@@ -708,7 +597,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
-        self._outputs = {"fake": fake.detach(), "attention": attention.detach()}
+        self.last_outputs = {"fake": fake.detach(), "attention": attention.detach()}
         return {"loss_g": loss_g.item(), "loss_pix": loss_pix.item()}
 
     @torch.no_grad()
@@ -719,123 +608,74 @@ class Trainer:
         for averaged, current in zip(self.ema.buffers(), self.generator.buffers()):
             averaged.copy_(current)
 
-    # -- data -----------------------------------------------------------------------------
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The clip indices of every batch of ``epoch``: a shuffle seeded by (seed, epoch)."""
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.dataset)).tolist()
-        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        return batches[: self.steps_per_epoch]
-
-    def _batches(self, epoch: int, skip: int):
-        self.dataset.set_epoch(epoch)
-        # A generator of its own: creating a loader iterator draws a seed, which must not come
-        # from the global RNG (dropout's) or a resumed run would drop out differently.
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        loader = DataLoader(self.dataset, batch_sampler=self.epoch_batches(epoch)[skip:],
-                            num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda",
-                            generator=generator)
-        yield from loader
-
     # -- checkpoints ----------------------------------------------------------------------
-    def _config_json(self) -> dict:
-        train_config = asdict(self.config)
-        train_config["data_dir"] = str(Path(self.config.data_dir).resolve())
-        train_config["out_dir"] = str(self.out_dir.resolve())
-        summary = {}
-        for name in self.loss_names:
-            values = [point[name] for point in self.history if name in point]
-            if values:
-                summary[name] = {"first": values[0], "last": values[-1], "min": min(values)}
+    def checkpoint_networks(self) -> dict[str, nn.Module]:
+        files = self.files
+        networks = {files["generator"]: self.generator}
+        if self.ema is not None:
+            networks[files["ema"]] = self.ema
+        if self.discriminator is not None:
+            networks[files["discriminator"]] = self.discriminator
+        return networks
+
+    @property
+    def optimizers(self) -> dict:
+        return {"optimizer_g": self.opt_g, "optimizer_d": self.opt_d}
+
+    def config_json(self) -> dict:
         return {
             "version": 1,
             "model": "atvgnet",
             "stage": self.stage,
             "network": self.config.network,
-            "step": self.step,
-            "epoch": self.step / self.steps_per_epoch,
-            "elapsed_seconds": round(self.elapsed, 3),
-            "data_dir": train_config["data_dir"],
+            **self.progress_entries(),
             "split": self.config.split,
             "clips": len(self.dataset),
             "pca": "pca.npz" if (self.out_dir / "pca.npz").is_file() else None,
             "pca_source": str((self.data_dir / "pca.npz").resolve()),
             "files": self.files,
-            "train": train_config,
-            "loss_summary": summary,
-            "loss_history": self.history,
+            **self.history_entries(),
         }
 
-    def save_checkpoint(self):
-        """Weights, optimiser state, RNG state, then ``config.json``; each file atomically."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        files = self.files
-        _save_safetensors(self.generator, self.out_dir / files["generator"], self.step)
-        if self.ema is not None:
-            _save_safetensors(self.ema, self.out_dir / files["ema"], self.step)
-        if self.discriminator is not None:
-            _save_safetensors(self.discriminator, self.out_dir / files["discriminator"], self.step)
-        state = {
-            "step": self.step,
-            "elapsed": self.elapsed,
-            "optimizer_g": self.opt_g.state_dict(),
-            "optimizer_d": self.opt_d.state_dict() if self.opt_d is not None else {},
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
-        _atomic(self.out_dir / files["state"], lambda tmp: torch.save(state, tmp))
-        _write_json(self.out_dir / "config.json", self._config_json())
-        self.last_saved = self.step
+    def read_saved_config(self) -> dict:
+        return read_config(self.out_dir)
 
-    def load_checkpoint(self) -> bool:
-        """Continue from ``out_dir``'s checkpoint; False when there is none to continue."""
-        path = self.out_dir / "config.json"
-        if not path.is_file():
-            return False
-        saved = read_config(self.out_dir)
+    def check_resumable(self, saved: dict):
+        """Only a run of the same stage and the same network sizes continues."""
         if saved.get("stage") != self.stage:
             raise InvalidInput(f"{self.out_dir} holds a {saved.get('stage')} run; train {self.stage} "
                                "into another folder or pass resume=False to overwrite it")
         if saved.get("network") != self.config.network:
             raise InvalidInput(f"{self.out_dir} holds a run of {saved.get('network')}, not "
                                f"{self.config.network}; use the same sizes or resume=False")
-        files = self.files
-        state_path = self.out_dir / files["state"]
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        steps = {"config.json": saved["step"], files["state"]: state["step"]}
-        modules = {"generator": self.generator, "discriminator": self.discriminator, "ema": self.ema}
-        ema_missing = self.ema is not None and not (self.out_dir / files["ema"]).is_file()
-        if ema_missing:  # a run started without ema: the average starts from the current weights
-            logger.warning("%s has no %s; the moving average starts now", self.out_dir, files["ema"])
-            modules["ema"] = None
-        for role, module in modules.items():
-            if module is None:
-                continue
-            weights_path = self.out_dir / files[role]
-            weights_lib.load_weights(module, weights_path, files[role])
-            steps[files[role]] = _safetensors_step(weights_path)
+
+    def restore_networks(self) -> dict[str, int | None]:
+        """As `BaseTrainer.restore_networks`; a run started without ema gets its average now.
+
+        When ``ema`` is asked for but the run has no ``<stage>_ema.safetensors``, the moving
+        average starts from the resumed generator weights.
+        """
+        networks = self.checkpoint_networks()
+        ema_file = self.files["ema"]
+        ema_missing = ema_file is not None and not (self.out_dir / ema_file).is_file()
+        if ema_missing:
+            logger.warning("%s has no %s; the moving average starts now", self.out_dir, ema_file)
+            del networks[ema_file]
+        steps = {name: load_safetensors(module, self.out_dir / name) for name, module in networks.items()}
         if ema_missing:
             self.ema.load_state_dict(self.generator.state_dict())
-        if len(set(steps.values())) != 1:
-            raise InvalidInput(f"the checkpoint in {self.out_dir} is inconsistent (steps {steps}); "
-                               "it was interrupted while being written: pass resume=False")
-        self.opt_g.load_state_dict(state["optimizer_g"])
-        if self.opt_d is not None:
-            self.opt_d.load_state_dict(state["optimizer_d"])
-        torch.set_rng_state(state["rng_cpu"])
-        if torch.cuda.is_available() and len(state["rng_cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        self.step = self.last_saved = int(state["step"])
-        self.elapsed = float(state["elapsed"])
-        self.history = list(saved.get("loss_history", []))
-        logger.info("resuming %s from step %d in %s", self.stage, self.step, self.out_dir)
-        return True
+        return steps
 
     # -- samples --------------------------------------------------------------------------
     def save_samples(self, batch: dict):
-        """Images of the last step's outputs for ``batch`` into ``out_dir/samples/``."""
-        folder = self.out_dir / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        if self._outputs is None:
+        """Images of the last step's outputs for ``batch`` into ``out_dir/samples/``.
+
+        VG-net: per clip (up to 2) the real frames, the generated ones and the attention,
+        the example frame at the left. AT-net: ``atnet_<step>.npz`` of the predicted and
+        target coefficients, and clip 0's landmarks drawn (target green, predicted red).
+        """
+        folder = self.samples_dir()
+        if self.last_outputs is None:
             return
         if self.stage == "vgnet":
             rows = []
@@ -843,18 +683,18 @@ class Trainer:
                 example = _to_uint8(batch["example_image"][i: i + 1])[0]
                 blank = np.zeros_like(example)
                 rows.append([example, *_to_uint8(batch["images"][i])])
-                rows.append([example, *_to_uint8(self._outputs["fake"][i])])
-                rows.append([blank, *_to_uint8(self._outputs["attention"][i])])
-            _save_png(folder / f"vgnet_{self.step:08d}.png", _tile_grid(rows))
+                rows.append([example, *_to_uint8(self.last_outputs["fake"][i])])
+                rows.append([blank, *_to_uint8(self.last_outputs["attention"][i])])
+            self.save_sample_grid(f"vgnet_{self.step:08d}.png", rows)
             return
-        predicted = self._outputs["predicted"].cpu().numpy()
+        predicted = self.last_outputs["predicted"].cpu().numpy()
         target = batch["landmarks"].cpu().numpy()
 
         def write(tmp):
             with open(tmp, "wb") as f:
                 np.savez(f, predicted=predicted, target=target)
 
-        _atomic(folder / f"atnet_{self.step:08d}.npz", write)
+        atomic_write(folder / f"atnet_{self.step:08d}.npz", write)
         # Clip 0 as landmarks (PCA reconstruction, x5 space): target green, predicted red.
         tiles = []
         for frame in range(predicted.shape[1]):
@@ -862,91 +702,23 @@ class Trainer:
             for colour, coefficients in (((0, 160, 0), target[0, frame]), ((220, 0, 0), predicted[0, frame])):
                 points[colour] = (coefficients @ self.pca_basis.T + self.pca_mean).reshape(68, 2)
             tiles.append(_draw_landmarks(points))
-        _save_png(folder / f"atnet_{self.step:08d}.png", _tile_grid([tiles[:8], tiles[8:]]))
+        self.save_sample_grid(f"atnet_{self.step:08d}.png", [tiles[:8], tiles[8:]])
 
-    # -- the loop -------------------------------------------------------------------------
-    def _copy_pca(self):
+    # -- the run --------------------------------------------------------------------------
+    def start_run(self):
+        """Copy the dataset's ``pca.npz`` into the run: the landmarks' PCA goes with the weights."""
         source = self.data_dir / "pca.npz"
         if source.is_file():
-            _atomic(self.out_dir / "pca.npz", lambda tmp: shutil.copyfile(source, tmp))
+            atomic_write(self.out_dir / "pca.npz", lambda tmp: shutil.copyfile(source, tmp))
 
-    def run(self) -> dict:
-        """Train until ``max_steps`` (or the authors' epochs) or ``time_budget``; checkpoint.
-
-        Returns a summary dict: ``stage``, ``step``, ``stopped`` (``"max_steps"`` or
-        ``"time_budget"``), ``seconds`` (this call), ``elapsed`` (all calls), ``losses``
-        (means of the last logged window), ``out_dir`` and ``files``.
-        """
-        config = self.config
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if not (config.resume and self.load_checkpoint()):
-            self.step, self.history, self.last_saved = 0, [], None
-        self._copy_pca()
-        total = config.max_steps or AUTHORS_EPOCHS[self.stage] * self.steps_per_epoch
-        log = _LossLog(self.out_dir / "log.csv", config.log_every, self.loss_names)
-        log.open(self.step, self.out_dir / "tensorboard")
-
-        start, elapsed_before = time.monotonic(), self.elapsed
-        stopped, last_losses, in_step = "max_steps", {}, False
-        shown = self.loss_names if self.stage == "atnet" else ("loss_disc", "loss_g", "loss_pix")
-        bar = tqdm(total=total, initial=min(self.step, total), desc=self.stage, unit="step",
-                   disable=not config.progress, dynamic_ncols=True)
-        try:
-            while self.step < total and stopped == "max_steps":
-                epoch, skip = divmod(self.step, self.steps_per_epoch)
-                for batch in self._batches(epoch, skip):
-                    in_step = True
-                    losses = self.train_step(batch)
-                    self.step += 1
-                    in_step = False
-                    self.elapsed = elapsed_before + time.monotonic() - start
-                    log.add(losses)
-                    if self.step % config.log_every == 0:
-                        last_losses = self._logged(log)
-                    if config.sample_every and self.step % config.sample_every == 0:
-                        self.save_samples(batch)
-                    if self.step % config.checkpoint_every == 0:
-                        self.save_checkpoint()
-                    bar.update(1)
-                    bar.set_postfix({k: f"{losses[k]:.4g}" for k in shown if k in losses})
-                    if config.time_budget is not None and time.monotonic() - start >= config.time_budget:
-                        stopped = "time_budget"
-                    if self.step >= total or stopped != "max_steps":
-                        break
-        finally:
-            # Also on KeyboardInterrupt or an error between steps: keep what was trained. A
-            # step cut short leaves the networks half updated, so then the last checkpoint stays.
-            if not in_step:
-                last_losses = self._logged(log) or last_losses
-                if self.last_saved != self.step:
-                    self.save_checkpoint()
-            log.close()
-            bar.close()
-        return {
-            "stage": self.stage,
-            "step": self.step,
-            "stopped": stopped,
-            "seconds": time.monotonic() - start,
-            "elapsed": self.elapsed,
-            "losses": last_losses,
-            "out_dir": str(self.out_dir),
-            "files": {k: v for k, v in self.files.items() if v is not None},
-        }
-
-    def _logged(self, log: _LossLog) -> dict:
-        means = log.flush(self.step, self.elapsed)
-        if means is None:
-            return {}
-        self.history.append({"step": self.step, **means})
-        if len(self.history) > MAX_HISTORY:  # keep the newest point, thin the rest evenly
-            self.history = self.history[:-1:2] + self.history[-1:]
-        return means
+    def summary_extras(self) -> dict:
+        return {"stage": self.stage, "files": {k: v for k, v in self.files.items() if v is not None}}
 
 
 def train(data_dir, stage, out_dir, *, max_steps=None, time_budget=None, batch_size=None, lr=2e-4,
-          betas=(0.5, 0.999), width=64, ngf=64, n_blocks=9, disc_width=64, pixel_warmup=0, ema=None, device="auto", sample_every=500,
-          log_every=10, checkpoint_every=1000, resume=True, seed=0, num_workers=0, progress=True,
-          split="train", whole_video=False, landmarks="raw") -> dict:
+          betas=(0.5, 0.999), width=64, ngf=64, n_blocks=9, disc_width=64, pixel_warmup=0, ema=None,
+          device="auto", sample_every=500, log_every=10, checkpoint_every=1000, resume=True, seed=0,
+          num_workers=0, progress=True, split="train", whole_video=False, landmarks="raw") -> dict:
     """Train AT-net or VG-net on a prepared dataset folder, as the authors' code does.
 
     Args:
@@ -985,7 +757,7 @@ def train(data_dir, stage, out_dir, *, max_steps=None, time_budget=None, batch_s
     config = TrainConfig(
         data_dir=str(data_dir), stage=stage, out_dir=str(out_dir), split=split, max_steps=max_steps,
         time_budget=time_budget, batch_size=batch_size, lr=lr, betas=tuple(betas), width=width, ngf=ngf,
-        n_blocks=n_blocks, disc_width=disc_width, pixel_warmup=pixel_warmup, ema=ema, device=device, sample_every=sample_every, log_every=log_every,
-        checkpoint_every=checkpoint_every, resume=resume, seed=seed, num_workers=num_workers,
-        progress=progress, whole_video=whole_video, landmarks=landmarks)
+        n_blocks=n_blocks, disc_width=disc_width, pixel_warmup=pixel_warmup, ema=ema, device=device,
+        sample_every=sample_every, log_every=log_every, checkpoint_every=checkpoint_every, resume=resume,
+        seed=seed, num_workers=num_workers, progress=progress, whole_video=whole_video, landmarks=landmarks)
     return Trainer(config).run()

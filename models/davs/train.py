@@ -69,32 +69,19 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
 from models import weights as weights_lib
 from models.common.device import pick_device
-
-# Checkpoint files, CSV log and sample-image helpers shared with the ATVGnet training.
-from models.atvgnet.train import (
-    _atomic,
-    _LossLog,
-    _safetensors_step,
-    _save_png,
-    _save_safetensors,
-    _tile_grid,
-    _write_json,
-)
+from models.common.train import BaseTrainer, LoopConfig, read_run_config
 from models.davs import dataset as davs_dataset
 from models.davs.networks import (
     Decoder,
@@ -136,7 +123,6 @@ DOMAIN_WEIGHT = 5.0  # (audio_loss_D_inv + image_loss_D_inv) * 5
 AUTHORS_CONFUSION_WEIGHT = 1e6  # opt.lambda_CE_inv
 AUTHORS_WORDS = 500  # opt.label_size (LRW)
 SOFT_LABEL = 0.1  # GANLoss(softlabel=True): random.random() * 0.1
-MAX_HISTORY = 1000  # loss points kept in config.json; log.csv has them all
 NETWORK_FILES = ("id_encoder", "decoder", "mfcc_encoder", "lip_feature_encoder",
                  "sequence_discriminator", "domain_discriminator", "word_classifier", "id_word_classifier")
 INFERENCE_NETWORKS = NETWORK_FILES[:4]
@@ -295,14 +281,18 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 @dataclass
-class TrainConfig:
-    """Everything one training run depends on; written to ``config.json`` as ``train``."""
+class TrainConfig(LoopConfig):
+    """Everything one training run depends on; written to ``config.json`` as ``train``.
+
+    The loop's settings (``max_steps``, ``time_budget``, ``device``, ``sample_every``,
+    ``log_every``, ``checkpoint_every``, ``resume``, ``seed``, ``num_workers``,
+    ``progress``) are the keyword-only fields of `LoopConfig`; ``max_steps=None`` trains
+    the authors' ``niter + niter_decay + 1`` epochs.
+    """
 
     data_dir: str
     out_dir: str
     split: str = "train"
-    max_steps: int | None = None  # None: the authors' niter + niter_decay + 1 epochs
-    time_budget: float | None = None  # seconds of this call, then a final checkpoint
     batch_size: int = 16  # opt.batchSize
     lr: float = 2e-4  # opt.lr
     beta1: float = 0.9  # opt.beta1
@@ -322,22 +312,13 @@ class TrainConfig:
     decoder_channels: int = 64  # Decoder last block width (8x at the first)
     disc_channels: int = 64  # SequenceDiscriminator ndf
     augment: bool = True  # random crop offset and mirror, as the authors' loader
-    device: str = "auto"
-    sample_every: int = 500  # steps between sample images; 0 disables
-    log_every: int = 10  # steps between log.csv rows (mean of the steps since the last row)
-    checkpoint_every: int = 1000  # steps between checkpoints; one is always written at the end
-    resume: bool = True
-    seed: int = 0
-    num_workers: int = 0
-    progress: bool = True
 
     def __post_init__(self):
         if self.image_size % 64 or self.image_size < 128 or self.image_size > CROP:
             raise InvalidInput(f"image_size must be 128, 192 or 256, got {self.image_size}")
-        for name in ("max_steps", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InvalidInput(f"{name} must be at least 1, got {value}")
+        super().__post_init__()
+        if self.batch_size < 1:
+            raise InvalidInput(f"batch_size must be at least 1, got {self.batch_size}")
         widths = ("feature_length", "id_channels", "lip_channels", "mfcc_channels", "decoder_channels",
                   "disc_channels")
         for name in widths:
@@ -345,8 +326,6 @@ class TrainConfig:
                 raise InvalidInput(f"{name} must be an even number >= 2, got {getattr(self, name)}")
         if self.lip_channels % 4:
             raise InvalidInput(f"lip_channels must be a multiple of 4, got {self.lip_channels}")
-        if self.log_every < 1 or self.checkpoint_every < 1 or self.sample_every < 0:
-            raise InvalidInput("log_every and checkpoint_every must be >= 1, sample_every >= 0")
 
     def networks(self, num_words: int) -> dict:
         """Constructor arguments of every network (the classifiers only with ``num_words``)."""
@@ -387,10 +366,7 @@ DISCRIMINATOR_SIDE = ("sequence_discriminator", "domain_discriminator", "id_word
 
 def read_config(out_dir) -> dict:
     """The ``config.json`` of a training folder."""
-    path = Path(out_dir) / "config.json"
-    if not path.is_file():
-        raise weights_lib.WeightsMissing(f"{path} not found: {out_dir} holds no DAVS training run")
-    config = json.loads(path.read_text())
+    config = read_run_config(out_dir, "DAVS")
     if config.get("model") != "davs" or "train" not in config:
         raise InvalidInput(f"{out_dir} holds no DAVS training run")
     return config
@@ -413,20 +389,25 @@ def load_trained(out_dir, device="cpu") -> dict[str, nn.Module]:
 # Trainer
 
 
-class Trainer:
-    """One DAVS training run: networks, optimisers, data, checkpoints.
+class Trainer(BaseTrainer):
+    """One DAVS training run: networks, optimisers, data and the steps.
 
     ``train`` is the entry point; the class is public so that single steps can be taken
     (``train_step``) and checkpoints handled (``save_checkpoint``, ``load_checkpoint``).
+    The loop, the budgets, resuming, the log and the checkpoint files are `BaseTrainer`'s;
+    a run folder holds one ``<network>.safetensors`` per network, ``train_state.pt``,
+    ``config.json``, ``log.csv`` and ``samples/``.
 
     Args:
         config (`TrainConfig`): the run's settings.
     """
 
+    name = "davs"
+    state_file = "train_state.pt"
+    shown_losses = ("loss_d", "loss_g", "g_l1_audio")
+
     def __init__(self, config: TrainConfig):
-        self.config = config
-        self.device = pick_device(config.device)
-        self.out_dir, self.data_dir = Path(config.out_dir), Path(config.data_dir)
+        super().__init__(config)
 
         # 1. Data, and whether the word terms are on.
         self.dataset = DAVSClips(self.data_dir, config.split, seed=config.seed, image_size=config.image_size,
@@ -459,12 +440,6 @@ class Trainer:
         rows, cols = mouth_box(config.image_size)
         self.mouth = torch.zeros(1, 1, config.image_size, config.image_size, device=self.device)
         self.mouth[..., rows, cols] = 1.0
-
-        # 3. Progress
-        self.step, self.elapsed = 0, 0.0
-        self.history: list[dict] = []
-        self.last_saved = None
-        self._outputs = None
 
     # -- names ----------------------------------------------------------------------------
     @property
@@ -575,7 +550,7 @@ class Trainer:
         self.opt_g.step()
         self._discriminators(True)
 
-        self._outputs = {"real_a": real_a.detach(), "real": real_sequence.detach(),
+        self.last_outputs = {"real_a": real_a.detach(), "real": real_sequence.detach(),
                          "audio": audio_fakes.detach(), "image": image_fakes.detach()}
         losses = {"loss_d": loss_d, "d_sequence_real": d_sequence_real, "d_sequence_fake": d_sequence_fake,
                   "d_combine_real": d_combine_real, "d_combine_fake": d_combine_fake, "domain_d": domain_d,
@@ -608,7 +583,7 @@ class Trainer:
             if name in self.nets:
                 self.nets[name].requires_grad_(trainable)
 
-    def _set_learning_rate(self, epoch: int):
+    def set_learning_rate(self, epoch: int):
         """Constant for ``niter`` epochs, then ``lr / niter_decay`` less after each epoch."""
         c = self.config
         lr = c.lr * max(0.0, 1.0 - max(0, epoch - c.niter - 1) / c.niter_decay)
@@ -616,103 +591,49 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-    # -- data -----------------------------------------------------------------------------
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The clip indices of every batch of ``epoch``: a shuffle seeded by (seed, epoch), drop_last."""
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.dataset)).tolist()
-        return [order[i: i + self.batch_size] for i in range(0, self.steps_per_epoch * self.batch_size,
-                                                             self.batch_size)]
-
-    def _batches(self, epoch: int, skip: int):
-        self.dataset.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        loader = DataLoader(self.dataset, batch_sampler=self.epoch_batches(epoch)[skip:],
-                            num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda",
-                            generator=generator)
-        yield from loader
-
     # -- checkpoints ----------------------------------------------------------------------
-    def _config_json(self) -> dict:
-        train_config = asdict(self.config)
-        train_config["data_dir"] = str(self.data_dir.resolve())
-        train_config["out_dir"] = str(self.out_dir.resolve())
-        summary = {}
-        for name in self.loss_names:
-            values = [point[name] for point in self.history if name in point]
-            if values:
-                summary[name] = {"first": values[0], "last": values[-1], "min": min(values)}
+    def checkpoint_networks(self) -> dict[str, nn.Module]:
+        return {f"{name}.safetensors": network for name, network in self.nets.items()}
+
+    @property
+    def optimizers(self) -> dict:
+        return {"optimizer_g": self.opt_g, "optimizer_d": self.opt_d}
+
+    def config_json(self) -> dict:
         # The network entries are at the top level, so DAVSPipeline.from_project loads the folder.
         return {
             "version": 1,
             "model": "davs",
             "name": f"training run {self.out_dir.name} (step {self.step})",
             **self.network_config,
-            "step": self.step,
-            "epoch": self.step / self.steps_per_epoch,
-            "elapsed_seconds": round(self.elapsed, 3),
-            "data_dir": train_config["data_dir"],
+            **self.progress_entries(),
             "clips": len(self.dataset),
             "labels": self.labels if self.use_words else [],
             "word_terms": self.use_words,
-            "train": train_config,
-            "loss_summary": summary,
-            "loss_history": self.history,
+            **self.history_entries(),
         }
 
-    def save_checkpoint(self):
-        """Every network (safetensors), optimiser and RNG state, then ``config.json``; each atomically."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        for name, network in self.nets.items():
-            _save_safetensors(network, self.out_dir / f"{name}.safetensors", self.step)
-        state = {
-            "step": self.step,
-            "elapsed": self.elapsed,
-            "optimizer_g": self.opt_g.state_dict(),
-            "optimizer_d": self.opt_d.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
-        _atomic(self.out_dir / "train_state.pt", lambda tmp: torch.save(state, tmp))
-        _write_json(self.out_dir / "config.json", self._config_json())
-        self.last_saved = self.step
+    def read_saved_config(self) -> dict:
+        return read_config(self.out_dir)
 
-    def load_checkpoint(self) -> bool:
-        """Continue from ``out_dir``'s checkpoint; False when there is none to continue."""
-        if not (self.out_dir / "config.json").is_file():
-            return False
-        saved = read_config(self.out_dir)
+    def check_resumable(self, saved: dict):
+        """Only a run of the same networks (sizes, and word labels or none) continues."""
         ours = {name: self.network_config.get(name) for name in NETWORK_FILES}
         theirs = {name: saved.get(name) for name in NETWORK_FILES}
         if ours != theirs:
             raise InvalidInput(f"{self.out_dir} holds a run with other network sizes or word labels; "
                                "use the same settings, another folder, or resume=False")
-        state = torch.load(self.out_dir / "train_state.pt", map_location="cpu", weights_only=True)
-        steps = {"config.json": saved["step"], "train_state.pt": state["step"]}
-        for name, network in self.nets.items():
-            path = self.out_dir / f"{name}.safetensors"
-            weights_lib.load_weights(network, path, path.name)
-            steps[path.name] = _safetensors_step(path)
-        if len(set(steps.values())) != 1:
-            raise InvalidInput(f"the checkpoint in {self.out_dir} is inconsistent (steps {steps}); "
-                               "it was interrupted while being written: pass resume=False")
-        self.opt_g.load_state_dict(state["optimizer_g"])
-        self.opt_d.load_state_dict(state["optimizer_d"])
-        torch.set_rng_state(state["rng_cpu"])
-        if torch.cuda.is_available() and len(state["rng_cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        self.step = self.last_saved = int(state["step"])
-        self.elapsed = float(state["elapsed"])
-        self.history = list(saved.get("loss_history", []))
-        logger.info("resuming DAVS from step %d in %s", self.step, self.out_dir)
-        return True
 
     # -- samples --------------------------------------------------------------------------
-    def save_samples(self):
+    def save_samples(self, batch: dict | None = None):
         """``samples/step_<n>.png``: per clip (up to 2) the real frames, the audio-driven and
-        the lip-driven ones, the identity frame A at the left of each row."""
-        if self._outputs is None:
+        the lip-driven ones, the identity frame A at the left of each row.
+
+        ``batch`` is not needed: the frames are those of the last step.
+        """
+        if self.last_outputs is None:
             return
-        out = self._outputs
+        out = self.last_outputs
 
         def tiles(images):  # (N, 3, S, S) in [0, 1] -> uint8 HxWx3 list
             x = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
@@ -725,74 +646,18 @@ class Trainer:
             rows.append([identity, *tiles(out["real"][i])])
             rows.append([blank, *tiles(out["audio"][i])])
             rows.append([blank, *tiles(out["image"][i])])
-        folder = self.out_dir / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        _save_png(folder / f"step_{self.step:08d}.png", _tile_grid(rows))
+        self.save_sample_grid(f"step_{self.step:08d}.png", rows)
 
-    # -- the loop -------------------------------------------------------------------------
-    def run(self) -> dict:
-        """Train until ``max_steps`` (or the authors' epochs) or ``time_budget``; checkpoint.
+    # -- the run --------------------------------------------------------------------------
+    def total_steps(self) -> int:
+        """The authors' ``niter + niter_decay + 1`` epochs."""
+        return (self.config.niter + self.config.niter_decay + 1) * self.steps_per_epoch
 
-        Returns a summary dict: ``step``, ``stopped`` (``"max_steps"`` or ``"time_budget"``),
-        ``seconds`` (this call), ``elapsed`` (all calls), ``losses`` (means of the last
-        logged window), ``word_terms`` and ``out_dir``.
-        """
-        config = self.config
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if not (config.resume and self.load_checkpoint()):
-            self.step, self.history, self.last_saved = 0, [], None
-        total = config.max_steps or (config.niter + config.niter_decay + 1) * self.steps_per_epoch
-        log = _LossLog(self.out_dir / "log.csv", config.log_every, self.loss_names)
-        log.open(self.step, self.out_dir / "tensorboard")
+    def start_epoch(self, epoch: int):
+        self.set_learning_rate(epoch)
 
-        start, elapsed_before = time.monotonic(), self.elapsed
-        stopped, last_losses, in_step = "max_steps", {}, False
-        bar = tqdm(total=total, initial=min(self.step, total), desc="davs", unit="step",
-                   disable=not config.progress, dynamic_ncols=True)
-        try:
-            while self.step < total and stopped == "max_steps":
-                epoch, skip = divmod(self.step, self.steps_per_epoch)
-                self._set_learning_rate(epoch)
-                for batch in self._batches(epoch, skip):
-                    in_step = True
-                    losses = self.train_step(batch)
-                    self.step += 1
-                    in_step = False
-                    self.elapsed = elapsed_before + time.monotonic() - start
-                    log.add(losses)
-                    if self.step % config.log_every == 0:
-                        last_losses = self._logged(log)
-                    if config.sample_every and self.step % config.sample_every == 0:
-                        self.save_samples()
-                    if self.step % config.checkpoint_every == 0:
-                        self.save_checkpoint()
-                    bar.update(1)
-                    bar.set_postfix({k: f"{losses[k]:.4g}" for k in ("loss_d", "loss_g", "g_l1_audio")})
-                    if config.time_budget is not None and time.monotonic() - start >= config.time_budget:
-                        stopped = "time_budget"
-                    if self.step >= total or stopped != "max_steps":
-                        break
-        finally:
-            # Also on KeyboardInterrupt or an error between steps: keep what was trained. A step
-            # cut short leaves the networks half updated, so then the last checkpoint stays.
-            if not in_step:
-                last_losses = self._logged(log) or last_losses
-                if self.last_saved != self.step:
-                    self.save_checkpoint()
-            log.close()
-            bar.close()
-        return {"step": self.step, "stopped": stopped, "seconds": time.monotonic() - start,
-                "elapsed": self.elapsed, "losses": last_losses, "word_terms": self.use_words,
-                "out_dir": str(self.out_dir)}
-
-    def _logged(self, log: _LossLog) -> dict:
-        means = log.flush(self.step, self.elapsed)
-        if means is None:
-            return {}
-        self.history.append({"step": self.step, **means})
-        if len(self.history) > MAX_HISTORY:  # keep the newest point, thin the rest evenly
-            self.history = self.history[:-1:2] + self.history[-1:]
-        return means
+    def summary_extras(self) -> dict:
+        return {"word_terms": self.use_words}
 
 
 def train(data_dir, out_dir, **options) -> dict:
