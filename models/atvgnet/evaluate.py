@@ -2,50 +2,23 @@
 
 For each clip of a split (``talkingface data prepare`` format): the first frame and its
 landmarks are the reference, AT-net turns the clip's MFCC windows into landmarks and
-VG-net draws the frames, which are compared with the real ones:
-
-- PSNR and SSIM of the frames;
-- LMD: mouth landmarks 48-67, from dlib on the generated frames, against the clip's own;
-- CPBD sharpness of the generated frames;
-- the lip-sync proxy: mouth opening on the generated frames vs the audio's loudness.
+VG-net draws the frames, which are compared with the real ones by the scores both
+systems share (``models.common.evaluate.score_clip``): PSNR and SSIM of the frames, LMD on
+the mouth landmarks 48-67 (dlib's on the generated 128 x 128 crops, framed and enlarged by
+``crop_landmarks``, against the clip's own), CPBD sharpness, and the lip-sync proxy of
+mouth opening against the loudness of the audio.
 """
 
 import numpy as np
 import torch
 
-from models import metrics
 from models.atvgnet import dataset
 from models.atvgnet.pipeline import COMPONENT_SCALE
-from models.perception import face as face_lib
+from models.common.evaluate import crop_landmarks, evaluate_clips, score_clip
 
-
-PAD = 48
-
-
-def crop_landmarks(frame, pad=PAD, zoom=2):
-    """dlib's 68 landmarks of an aligned face crop (ATVGnet's 128x128 by default), or None.
-
-    The face fills the crop edge to edge, where dlib's detector rarely fires; the crop is
-    framed with a replicated border of ``pad`` pixels and scaled by ``zoom`` first.
-    """
-    import cv2
-    framed = cv2.copyMakeBorder(np.ascontiguousarray(frame), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    if zoom != 1:
-        framed = cv2.resize(framed, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
-    boxes = face_lib.detect_faces(framed)
-    if not boxes:
-        return None
-    return face_lib.landmarks68(framed, boxes[0]) / zoom - pad
-
-
-def _mouths(frames, detector=crop_landmarks):
-    """(T, 20, 2) dlib mouth landmarks, NaN for frames without a detected face."""
-    out = np.full((len(frames), 20, 2), np.nan, np.float32)
-    for i, frame in enumerate(frames):
-        landmarks = detector(frame)
-        if landmarks is not None:
-            out[i] = landmarks[48:68]
-    return out
+# crop_landmarks and score_clip are the shared ones (models.common.evaluate), named here too
+# because ATVGnet's callers (the demo builder) find them with the system.
+__all__ = ["crop_landmarks", "evaluate", "generate_clip", "score_clip"]
 
 
 @torch.inference_mode()
@@ -76,24 +49,6 @@ def generate_clip(atnet, vgnet, clip, pca_mean, pca_basis, scale_components=Fals
     return np.concatenate(frames)
 
 
-def score_clip(real, fake, real_mouth, audio, sample_rate=16000, fps=25, detector=crop_landmarks):
-    """PSNR, SSIM, LMD, CPBD and the lip-sync proxy of generated frames against real ones.
-
-    ``detector`` finds the 68 landmarks of one generated frame (or None).
-    """
-    fake_mouth = _mouths(fake, detector)
-    seen = ~np.isnan(fake_mouth).any(axis=(1, 2))
-    gray = [np.asarray(face_lib.to_gray(f)) for f in fake]
-    return {
-        "psnr": metrics.psnr(real, fake),
-        "ssim": float(np.mean([metrics.ssim(r, f) for r, f in zip(real, fake)])),
-        "lmd": metrics.lmd(real_mouth[seen], fake_mouth[seen]) if seen.any() else float("nan"),
-        "cpbd": float(np.mean([metrics.cpbd(g) for g in gray])),
-        "lip_sync": metrics.lip_sync_proxy(fake, audio, sample_rate, fps, detector=detector),
-        "frames": len(fake),
-    }
-
-
 def evaluate(atnet, vgnet, data_dir, split="test", pca=None, scale_components=False, max_clips=None,
              device="cpu", progress=None):
     """{clip name: {metric: value}} over the prepared clips of ``split``.
@@ -104,12 +59,10 @@ def evaluate(atnet, vgnet, data_dir, split="test", pca=None, scale_components=Fa
         with np.load(f"{data_dir}/pca.npz") as arrays:
             pca = (arrays["mean"], arrays["basis"])
     atnet, vgnet = atnet.to(device).eval(), vgnet.to(device).eval()
-    names = dataset.list_clips(data_dir, split)[:max_clips]
-    results = {}
-    for i, name in enumerate(names):
+
+    def score(name):
         clip = dataset.load_clip(data_dir, name)
         fake = generate_clip(atnet, vgnet, clip, *pca, scale_components=scale_components, device=device)
-        results[name] = score_clip(clip["frames"], fake, clip["mouth"], clip["audio"])
-        if progress:
-            progress(i + 1, len(names))
-    return results
+        return score_clip(clip["frames"], fake, clip["mouth"], clip["audio"])
+
+    return evaluate_clips(dataset.list_clips(data_dir, split)[:max_clips], score, progress)

@@ -14,7 +14,7 @@ generated here as their test script generates a sample (``models.davs.pipeline``
 - every generated 256 x 256 frame is compared with the real frame the networks see at
   that size, ``[2:258, 2:258]`` of the stored 260 x 260 face (the loaders' offset).
 
-The scores are those of the ATVGnet evaluation (``models.atvgnet.evaluate.score_clip``):
+The scores are those both systems share (``models.common.evaluate.score_clip``):
 PSNR and SSIM of the frames; LMD on mouth landmarks 48-67, dlib's on the generated frames
 against the clip's own (mapped into the 256 crop); CPBD sharpness; the lip-sync proxy of
 mouth opening against the loudness of the audio that goes with the frames.
@@ -30,10 +30,10 @@ import functools
 
 import numpy as np
 
-from models.atvgnet.evaluate import crop_landmarks, score_clip
+from models.common.evaluate import crop_landmarks, evaluate_clips, score_clip
 from models.davs import audio as davs_audio
 from models.davs import dataset, preprocess
-from models.davs.pipeline import AUDIO_WORD_SCALE, VIDEO_WORD_SCALE, FINETUNE_OPTION, Reference
+from models.davs.pipeline import AUDIO_WORD_SCALE, FINETUNE_OPTION, VIDEO_WORD_SCALE, Reference
 from models.errors import InvalidInput
 
 MODES = ("audio", "video")
@@ -130,13 +130,10 @@ def evaluate(pipe, data_dir, split="test", mode="audio", finetune_steps=None, ma
         progress (callable, *optional*): ``progress(done, total)`` after every clip.
     """
     manifest = dataset.load_manifest(data_dir)
-    names = dataset.list_clips(data_dir, split)[:max_clips]
-    results = {}
-    for i, name in enumerate(names):
+
+    def score(name):
         clip = dataset.load_clip(data_dir, name)
         first_frame = manifest["videos"][name].get("first_frame", davs_audio.FIRST_FRAME)
-        fake = generate_clip(pipe, clip, mode=mode, finetune_steps=finetune_steps)
-        results[name] = score_frames(clip, fake, first_frame)
-        if progress:
-            progress(i + 1, len(names))
-    return results
+        return score_frames(clip, generate_clip(pipe, clip, mode=mode, finetune_steps=finetune_steps), first_frame)
+
+    return evaluate_clips(dataset.list_clips(data_dir, split)[:max_clips], score, progress)
