@@ -618,10 +618,6 @@ class Trainer(BaseTrainer):
             networks[files["discriminator"]] = self.discriminator
         return networks
 
-    @property
-    def optimizers(self) -> dict:
-        return {"optimizer_g": self.opt_g, "optimizer_d": self.opt_d}
-
     def config_json(self) -> dict:
         return {
             "version": 1,

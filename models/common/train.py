@@ -261,8 +261,9 @@ class BaseTrainer:
     * `train_step` (one optimisation step, returning ``{loss name: float}``) and
       `loss_names` (the ``log.csv`` columns);
     * `total_steps` (its authors' schedule, used when ``max_steps`` is None);
-    * `checkpoint_networks` (``{file name: module}``), `optimizers` and the class
-      attribute ``state_file`` (the optimiser / RNG state file);
+    * `checkpoint_networks` (``{file name: module}``), the optimisers ``opt_g`` and
+      ``opt_d`` (or its own `optimizers`) and the class attribute ``state_file`` (the
+      optimiser / RNG state file);
     * `config_json` (what ``config.json`` records; `progress_entries` and
       `history_entries` give the shared parts) and `check_resumable`;
     * `save_samples`.
@@ -292,6 +293,8 @@ class BaseTrainer:
         self.history: list[dict] = []
         self.last_saved: int | None = None
         self.last_outputs: dict | None = None  # the last step's outputs, for the sample images
+        self.opt_g: torch.optim.Optimizer | None = None  # set by the system
+        self.opt_d: torch.optim.Optimizer | None = None
 
     # -- what a system supplies -----------------------------------------------------------
     @property
@@ -313,8 +316,12 @@ class BaseTrainer:
 
     @property
     def optimizers(self) -> dict[str, torch.optim.Optimizer | None]:
-        """{key in the state file: optimiser}; None for one the run does not have."""
-        raise NotImplementedError
+        """{key in the state file: optimiser}; None for one the run does not have.
+
+        By default the generator side's ``opt_g`` and the discriminator side's ``opt_d``
+        (both GAN systems have the two), kept as ``optimizer_g`` and ``optimizer_d``.
+        """
+        return {"optimizer_g": self.opt_g, "optimizer_d": self.opt_d}
 
     def config_json(self) -> dict:
         """The content of ``config.json``."""

@@ -595,10 +595,6 @@ class Trainer(BaseTrainer):
     def checkpoint_networks(self) -> dict[str, nn.Module]:
         return {f"{name}.safetensors": network for name, network in self.nets.items()}
 
-    @property
-    def optimizers(self) -> dict:
-        return {"optimizer_g": self.opt_g, "optimizer_d": self.opt_d}
-
     def config_json(self) -> dict:
         # The network entries are at the top level, so DAVSPipeline.from_project loads the folder.
         return {
