@@ -4,15 +4,15 @@
 
 The folder holds the four networks inference uses (``id_encoder``, ``decoder``,
 ``mfcc_encoder``, ``lip_feature_encoder``) as safetensors, ``config.json`` (each network's
-constructor arguments, the training step, the word labels) and ``SHA256SUMS`` of every
-file. The training-only networks (discriminators, word classifiers) and the optimiser
-state stay in the run folder.
+constructor arguments, the training step, the word labels) and ``SHA256SUMS`` of the files
+written, all by ``models.common.pipeline.save_project``. The training-only networks
+(discriminators, word classifiers) and the optimiser state stay in the run folder.
 """
 
 from pathlib import Path
 
-from models.davs import train
 from models.common.pipeline import save_project
+from models.davs import train
 
 
 def export_weights(run_dir, out_dir, name="project", extra=None) -> Path:
