@@ -4,6 +4,7 @@ The networks carry seeded stand-in weights in the authors' file format; audio cl
 short so that a job takes about a second on a CPU.
 """
 
+import contextlib
 import json
 import threading
 import time
@@ -42,17 +43,23 @@ def make_settings(tmp_path, weights, **extra):
                     lease_seconds=10, webhook_secret="whsec_test", **extra)
 
 
+@contextlib.contextmanager
+def serving(settings, worker):
+    """A client of the app of ``settings`` while ``worker`` runs in a thread."""
+    thread = threading.Thread(target=worker.run, daemon=True)
+    with TestClient(create_app(settings)) as client:
+        thread.start()
+        yield client
+        worker.stop.set()
+        thread.join(60)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, seeded_weights_dir):
     """(client, settings) of an app with one worker thread."""
     settings = make_settings(tmp_path_factory.mktemp("api"), seeded_weights_dir)
-    worker = Worker(settings)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    with TestClient(create_app(settings)) as client:
-        thread.start()
+    with serving(settings, Worker(settings)) as client:
         yield client, settings
-        worker.stop.set()
-        thread.join(60)
 
 
 @pytest.fixture

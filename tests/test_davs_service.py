@@ -4,22 +4,19 @@ Reduced-width networks with seeded weights, saved in the project's weights forma
 in for the authors' checkpoint; clips are half a second so that a job takes seconds.
 """
 
-import threading
 
 import numpy as np
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from models import InvalidInput
 from models.common.pipeline import save_project
 from models.davs.pipeline import DAVSPipeline
 from service import media
-from service.app import create_app
 from service.cli import main
 from service.jobs.worker import Worker
 from tests.conftest import EXAMPLES
-from tests.test_api import FACE, assert_error, make_settings, upload, wait_for
+from tests.test_api import FACE, assert_error, make_settings, serving, upload, wait_for
 from tests.test_cli import write_wav
 from tests.test_davs_pipeline import small_networks
 
@@ -148,12 +145,8 @@ def served(tmp_path_factory, seeded_weights_dir, tiny_weights):
     settings = make_settings(tmp_path_factory.mktemp("api"), seeded_weights_dir)
     worker = Worker(settings)
     worker.pipelines["davs"] = DAVSPipeline.from_project(tiny_weights, device="cpu", chunk_frames=4)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    with TestClient(create_app(settings)) as client:
-        thread.start()
+    with serving(settings, worker) as client:
         yield client, settings
-        worker.stop.set()
-        thread.join(60)
 
 
 def test_one_call_with_a_video_returns_an_mp4_made_in_video_mode(served, clips, tmp_path):

@@ -10,7 +10,6 @@ import threading
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from models import registry
 from models.common.pipeline import Option, TalkingFacePipeline
@@ -20,7 +19,7 @@ from service.app import create_app
 from service.cli import main
 from service.jobs.worker import Worker
 from tests.conftest import EXAMPLES
-from tests.test_api import FACE, assert_error, make_settings, upload, wait_for, wav_bytes
+from tests.test_api import FACE, assert_error, make_settings, serving, upload, wait_for, wav_bytes
 from tests.test_dashboard_static import chromium, dump_dom  # noqa: F401  (chromium is a fixture)
 
 SIDE = 32
@@ -66,13 +65,8 @@ def toy():
 def served(toy, tmp_path_factory):
     """(client, settings) of the real app with one worker thread serving every model, the toy included."""
     settings = make_settings(tmp_path_factory.mktemp("plugin"), tmp_path_factory.mktemp("weights"))
-    worker = Worker(settings, models=[toy])
-    thread = threading.Thread(target=worker.run, daemon=True)
-    with TestClient(create_app(settings)) as client:
-        thread.start()
+    with serving(settings, Worker(settings, models=[toy])) as client:
         yield client, settings
-        worker.stop.set()
-        thread.join(60)
 
 
 def mean_level(path):
