@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 import types
+from functools import partial
 
 import numpy as np
 import torch
@@ -54,10 +55,10 @@ def network_speed(pipe, repeats):
         expanded = [f.expand(batch, *f.shape[1:]) for f in features]
         with torch.inference_mode():
             timings = {
-                "id_encoder": bench.timed(lambda: pipe.id_encoder(faces), repeats),
-                "mfcc_encoder": bench.timed(lambda: pipe.mfcc_encoder(mfcc), repeats),
-                "lip_feature_encoder": bench.timed(lambda: pipe.lip_feature_encoder(faces), repeats),
-                "decoder": bench.timed(lambda: pipe.decoder(expanded, words), repeats),
+                "id_encoder": bench.timed(partial(pipe.id_encoder, faces), repeats),
+                "mfcc_encoder": bench.timed(partial(pipe.mfcc_encoder, mfcc), repeats),
+                "lip_feature_encoder": bench.timed(partial(pipe.lip_feature_encoder, faces), repeats),
+                "decoder": bench.timed(partial(pipe.decoder, expanded, words), repeats),
             }
         for name, seconds in timings.items():
             result[f"{name}_fps_batch{batch}"] = round(batch / seconds, 2)
