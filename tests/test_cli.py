@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from models.common.commands import Command, argument
 from service import media
 from service.cli import main
 from tests.conftest import EXAMPLES
@@ -151,3 +152,87 @@ def test_readme_example_runs_with_the_shipped_demo_weights(tmp_path, monkeypatch
     info = media.probe(tmp_path / "out.mp4")
     assert "demo" in info["format"]["tags"]["comment"]
     assert sorted(s["codec_name"] for s in info["streams"]) == ["aac", "h264"]
+
+
+# ---------------------------------------------------------------------------- flags from the models
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["data", "prepare", "--model", "davs", "--videos", "v", "--out", "o", "--basics", "b"],
+     "--basics applies to atvgnet, not davs"),
+    (["data", "prepare", "--videos", "v", "--out", "o", "--labels", "folder"], "--labels applies to davs, not atvgnet"),
+    (["train", "davs", "--data", "d", "--out", "o", "--stage", "atnet"], "apply to atvgnet, not davs"),
+    (["train", "atvgnet", "--data", "d", "--out", "o", "--image-size", "128"], "apply to davs, not atvgnet"),
+    (["eval", "--model", "atvgnet", "--data", "d", "--run", "r"], "--run, --mode and --finetune-steps apply to davs"),
+    (["weights", "build-demo", "--minutes", "3"], "--minutes applies to davs, not atvgnet"),
+    (["bench", "davs", "--memory", "10"], "--memory applies to atvgnet, not davs"),
+    (["bench", "api", "--mode", "audio"], "--mode applies to davs, not api"),
+])
+def test_a_flag_of_another_model_is_one_line(argv, message, capsys):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_each_model_s_flags_are_listed_under_its_name(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    text = text[text.index("options:"):]                 # past the usage line
+    assert "atvgnet only:" in text and "davs only:" in text
+    assert text.index("--data") < text.index("atvgnet only:") < text.index("--stage") < text.index("davs only:")
+    assert text.index("davs only:") < text.index("--image-size")
+
+
+class ToyPipeline:
+    """Enough of a pipeline for the parser: what a request may carry."""
+
+    accepts_video = False
+
+    @classmethod
+    def declared_options(cls):
+        from models.common.pipeline import COMMON_OPTIONS, Option
+        return {o.name: o for o in COMMON_OPTIONS + (Option("tint", int, 0, "grey levels added"),)}
+
+
+def toy_train(args):
+    return {"model": "toy", "steps": args.steps, "image_size": args.image_size, "data": args.data}
+
+
+# The toy system's part of `talkingface` (its ModelSpec.commands names this module). --image-size
+# is DAVS's too, without a default: the toy's own default must be the one the toy gets.
+COMMANDS = {"train": Command(toy_train, (argument("--steps", type=int, default=3, help="toy steps"),
+                                         argument("--image-size", type=int, default=64, help="toy side")),
+                             help="a toy that trains nothing")}
+
+
+@pytest.fixture
+def toy():
+    from models import registry
+    from models.registry import ModelSpec
+    registry.register(ModelSpec(name="toy", task="talking-face", paper="Toy, a test", pipeline=ToyPipeline,
+                                commands=__name__))
+    yield "toy"
+    registry.unregister("toy")
+
+
+def test_a_registered_model_brings_its_own_subcommand_flags(toy, capsys):
+    code, out, err = run(capsys, "train", "toy", "--data", "d", "--out", "o")
+    assert code == 0, err
+    assert json.loads(out) == {"model": "toy", "steps": 3, "image_size": 64, "data": "d"}
+    code, out, err = run(capsys, "train", "toy", "--data", "d", "--out", "o", "--steps", "5", "--image-size", "32")
+    assert code == 0 and json.loads(out)["steps"] == 5 and json.loads(out)["image_size"] == 32
+    code, _, err = run(capsys, "train", "atvgnet", "--data", "d", "--out", "o", "--steps", "5")
+    assert code == 2 and "--steps applies to toy, not atvgnet" in err
+    code, _, err = run(capsys, "train", "atvgnet", "--data", "d", "--out", "o", "--image-size", "32")
+    assert code == 2 and "--image-size applies to davs and toy, not atvgnet" in err
+    code, _, err = run(capsys, "generate", "--model", "atvgnet", "--image", "i", "--audio", "a", "-o", "o",
+                       "--tint", "3")
+    assert code == 2 and "--tint applies to toy, not atvgnet" in err
+
+
+def test_commands_arguments_read_as_argparse_reads_them():
+    arg = argument("-n", "--n-blocks", type=int, default=9, help="blocks")
+    assert (arg.dest, arg.default, arg.name) == ("n_blocks", 9, "--n-blocks")
+    assert argument("--whole-video", action="store_true").default is False
+    assert Command("json:dumps")({"a": 1}) == '{"a": 1}'
