@@ -15,7 +15,9 @@ import time
 import numpy as np
 import torch
 
-from models.common.demo import EXAMPLE_IMAGE, mp4_writer, read_photo
+from models.common.demo import EXAMPLE_IMAGE
+from models.perception.image import read_image
+from models.perception.mp4 import Mp4Writer
 
 __all__ = ["EXAMPLE_IMAGE", "example_photo", "header", "load_pipeline", "peak_rss_mib", "speech_like", "timed",
            "write_chunks"]
@@ -53,7 +55,7 @@ def speech_like(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.n
 
 def example_photo() -> np.ndarray:
     """The bundled example photo, uint8 RGB."""
-    return read_photo(EXAMPLE_IMAGE)
+    return read_image(EXAMPLE_IMAGE)
 
 
 def load_pipeline(model: str, weights, random_weights: bool, device, random_pipeline):
@@ -83,7 +85,7 @@ def header(pipe) -> dict:
 
 def write_chunks(chunks, output, fps: float, audio: np.ndarray | None = None, sample_rate: int = 16000) -> int:
     """Stream uint8 frame chunks into the MP4 ``output``, as the service does; returns the frames written."""
-    with mp4_writer(output, fps=fps, audio=audio, sample_rate=sample_rate) as writer:
+    with Mp4Writer(output, fps=fps, audio=audio, sample_rate=sample_rate) as writer:
         for chunk in chunks:
             writer.write(chunk)
     return writer.frames_written

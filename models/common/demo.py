@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 from models.common import demo_data
 from models.perception.decode import read_audio
 from models.perception.face import find_face
+from models.perception.image import read_image
+from models.perception.mp4 import Mp4Writer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_IMAGE = EXAMPLES / "face.jpg"
@@ -38,30 +40,7 @@ REPORT = "REPORT.json"
 
 
 # ---------------------------------------------------------------------------------------
-# Media the demo tooling reads and writes
-
-
-def mp4_writer(path, fps: float = 25, audio: np.ndarray | None = None, sample_rate: int = 16000):
-    """A streaming H.264 + AAC writer: ``with mp4_writer(path, ...) as w: w.write(frames)``.
-
-    The writer is ``service.media.Mp4Writer``, the one the service encodes results with,
-    so that the clips and timings here are those of the product. It is imported on use:
-    importing ``models`` never imports ``service``. It belongs beside the decoders in
-    ``models.perception``; when it moves there, this import is the one line to change.
-    """
-    from service.media import Mp4Writer
-
-    return Mp4Writer(path, fps=fps, audio=audio, sample_rate=sample_rate)
-
-
-def read_photo(path) -> np.ndarray:
-    """A photo as uint8 RGB, decoded and checked as an uploaded one is (``service.media.read_image``).
-
-    Imported on use, for the reason ``mp4_writer`` gives.
-    """
-    from service.media import read_image
-
-    return read_image(path)
+# The example the demo weights are scored on
 
 
 def read_example(example: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +49,7 @@ def read_example(example: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
     The voice is mono float32 at 16 kHz.
     """
     image, audio = example if example else (EXAMPLE_IMAGE, EXAMPLE_AUDIO)
-    return read_photo(image), read_audio(audio)
+    return read_image(image), read_audio(audio)
 
 
 # ---------------------------------------------------------------------------------------
@@ -150,7 +129,7 @@ def _write_clip(path, photo, landmarks, sentence, wav, voice, speed, pitch, rng)
     n_frames = max(1, round(len(audio) / rate * fps))
     openings = demo_data.mouth_trajectory(audio, rate, n_frames, fps)
     frames = demo_data.animate(photo, landmarks, openings, rng)
-    with mp4_writer(path, fps=fps, audio=audio, sample_rate=rate) as writer:
+    with Mp4Writer(path, fps=fps, audio=audio, sample_rate=rate) as writer:
         writer.write(frames)
 
 
