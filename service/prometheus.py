@@ -8,6 +8,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
 from service.jobs.store import JobStatus
 
 JOB_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
@@ -25,8 +26,10 @@ class JobCollector:
         for (model, status), n in sorted(finished.items()):
             done.add_metric([model, status], n)
         yield done
-        yield GaugeMetricFamily("talkingface_jobs_queued", "Jobs waiting for a worker.", value=by_status.get(JobStatus.queued, 0))
-        yield GaugeMetricFamily("talkingface_jobs_running", "Jobs being run.", value=by_status.get(JobStatus.running, 0))
+        yield GaugeMetricFamily("talkingface_jobs_queued", "Jobs waiting for a worker.",
+                                value=by_status.get(JobStatus.queued, 0))
+        yield GaugeMetricFamily("talkingface_jobs_running", "Jobs being run.",
+                                value=by_status.get(JobStatus.running, 0))
         yield CounterMetricFamily("talkingface_frames_generated", "Video frames generated.", value=frames)
 
         histograms = self.store.histograms(JOB_BUCKETS)

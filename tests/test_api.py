@@ -134,6 +134,7 @@ def test_one_call_bad_inputs(served):
 
 def media_png(array):
     import io
+
     from PIL import Image
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")

@@ -128,6 +128,7 @@ def test_missing_weights_name_every_file_and_its_source(tmp_path):
 
 def test_damaged_array_is_refused(seeded_weights_dir, tmp_path):
     import shutil
+
     from models.weights import WeightsInvalid
     for f in seeded_weights_dir.iterdir():
         shutil.copy(f, tmp_path / f.name)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from models.common.pipeline import save_project
 from models.davs import dataset, evaluate, preprocess
 from models.davs.networks import Decoder, IdentityEncoder, LipFeatureEncoder, MfccEncoder
-from models.common.pipeline import save_project
 from models.davs.pipeline import DAVSPipeline
 from models.errors import InvalidInput
 from models.perception import face as face_lib

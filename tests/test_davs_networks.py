@@ -13,9 +13,17 @@ import pytest
 import torch
 
 from models import registry
-from models.davs.networks import (Decoder, DomainDiscriminator, IdentityEncoder, IdWordClassifier,
-                                  LipFeatureEncoder, MfccEncoder, SequenceDiscriminator, WordClassifier,
-                                  expand_identity)
+from models.davs.networks import (
+    Decoder,
+    DomainDiscriminator,
+    IdentityEncoder,
+    IdWordClassifier,
+    LipFeatureEncoder,
+    MfccEncoder,
+    SequenceDiscriminator,
+    WordClassifier,
+    expand_identity,
+)
 from models.weights import WeightsInvalid
 from tests.legacy_pickle import py2_pickle
 from tests.seeded import seeded_state_dict

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from models import InvalidInput, NoFaceFound, TalkingFaceInput, WeightsMissing, registry
+from models.common.pipeline import save_project
 from models.davs import audio as davs_audio
 from models.davs import preprocess
 from models.davs.networks import Decoder, IdentityEncoder, LipFeatureEncoder, MfccEncoder
-from models.common.pipeline import save_project
 from models.davs.pipeline import DAVSPipeline, FaceTracker
 from models.perception import face as face_lib
 from models.weights import WeightsInvalid

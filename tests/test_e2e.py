@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from service import media
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import ROOT
 from tests.test_api import FACE, wav_bytes
 from tests.test_dashboard_static import chromium, dump_dom  # noqa: F401  (chromium is a fixture)
 

@@ -43,6 +43,7 @@ def test_generated_clip_follows_the_pipeline_steps(prepared, tmp_path):
     # The evaluation's generator must be the inference pipeline's: same networks,
     # same inputs -> same frames as running VG-net on AT-net's landmarks by hand.
     import torch
+
     from models.atvgnet.networks import ATNet, VGNet
     torch.manual_seed(0)
     atnet, vgnet = ATNet(width=4).eval(), VGNet(ngf=8, n_blocks=1).eval()
@@ -107,6 +108,7 @@ def test_exported_weights_drive_the_pipeline(exported):
 
 def test_exported_weights_are_checked_against_their_sums(exported, tmp_path):
     import shutil
+
     from models import registry
     from models.weights import WeightsInvalid
     copy = tmp_path / "copy"
@@ -120,6 +122,7 @@ def test_exported_weights_are_checked_against_their_sums(exported, tmp_path):
 
 def test_exporting_again_over_a_report_keeps_the_folder_loadable(exported, tmp_path):
     import shutil
+
     from models import registry
     from models.atvgnet.export import BASICS, export_weights
     copy = tmp_path / "copy"
@@ -144,6 +147,7 @@ def test_exporting_again_over_a_report_keeps_the_folder_loadable(exported, tmp_p
 
 def test_weights_are_picked_in_order(exported, seeded_weights_dir, tmp_path, monkeypatch):
     from dataclasses import replace
+
     from models import registry
     monkeypatch.delenv("TALKINGFACE_WEIGHTS_DIR", raising=False)
     spec = registry.REGISTRY["atvgnet"]

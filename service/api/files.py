@@ -5,7 +5,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Request, UploadFile
+from fastapi import APIRouter, Depends, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from models.errors import InvalidInput
@@ -67,9 +67,11 @@ async def save_upload(upload: UploadFile, settings, store, field="file"):
         try:
             kind = await run_in_threadpool(classify, tmp, settings)
         except media.ImageTooLarge as exc:
-            raise APIError(413, "too_large", f"{field}: {exc.message.replace(tmp, upload.filename or field)}")
+            raise APIError(413, "too_large",
+                           f"{field}: {exc.message.replace(tmp, upload.filename or field)}") from None
         except InvalidInput as exc:
-            raise APIError(415, "unsupported_media", f"{field}: {exc.message.replace(tmp, upload.filename or field)}")
+            raise APIError(415, "unsupported_media",
+                           f"{field}: {exc.message.replace(tmp, upload.filename or field)}") from None
         file_id = new_id("file")
         relative = f"files/{file_id}"
         os.replace(tmp, settings.data_dir / relative)

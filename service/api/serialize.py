@@ -1,6 +1,7 @@
 """Rows to the public JSON objects (the shape of Replicate / OpenAI batch jobs)."""
 
 from datetime import datetime, timezone
+
 from service.jobs.store import JobStatus
 
 

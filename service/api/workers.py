@@ -33,7 +33,7 @@ def stats(minutes: int = Query(60, ge=1, le=24 * 60), settings=Depends(get_setti
     now = time.time()
     first = int(now // 60) - minutes + 1
     series = {m: {"succeeded": 0, "failed": 0, "canceled": 0, "durations": []} for m in range(first, first + minutes)}
-    for model, status, created, claimed, started, finished in store.finished_since(first * 60):
+    for _model, status, _created, claimed, _started, finished in store.finished_since(first * 60):
         bucket = series.get(int(finished // 60))
         if bucket is None:
             continue

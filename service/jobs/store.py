@@ -29,7 +29,6 @@ from sqlalchemy import and_, case, create_engine, event, func, or_, select, tupl
 from service.jobs.tables import batches, files, jobs, workers
 
 
-
 class JobStatus(enum.StrEnum):
     """A job's state: ``queued -> running -> succeeded | failed | canceled`` (a lost lease
     puts a running job back to ``queued``). Members are strings, stored as they are."""
@@ -249,8 +248,8 @@ class JobStore:
         now = time.time()
         with self._tx() as c:
             if c.execute(update(jobs).where(held, jobs.c.cancel_requested.is_(True))
-                         .values(status=JobStatus.canceled, finished_at=now, lease_expires_at=None, error_code="canceled",
-                                 error_message="canceled while running")).rowcount:
+                         .values(status=JobStatus.canceled, finished_at=now, lease_expires_at=None,
+                                 error_code="canceled", error_message="canceled while running")).rowcount:
                 self._queue_webhook(c, job_id, now)
                 return True
             return bool(c.execute(update(jobs).where(held)

@@ -4,7 +4,7 @@ Times are floats (seconds since the epoch, UTC): lease and duration arithmetic i
 same on SQLite and PostgreSQL, and the API renders them as ISO 8601.
 """
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text)
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
