@@ -166,7 +166,7 @@ def test_loop_settings_are_checked():
 
 def test_the_loss_log_keeps_the_rows_a_resumed_checkpoint_covers(tmp_path):
     path = tmp_path / "log.csv"
-    log = LossLog(path, 1, ("a", "b"))
+    log = LossLog(path, ("a", "b"))
     log.open(0, tmp_path / "tb")
     for step in (1, 2, 3):
         log.add({"a": float(step)})
@@ -174,7 +174,7 @@ def test_the_loss_log_keeps_the_rows_a_resumed_checkpoint_covers(tmp_path):
         assert log.flush(step, step * 0.1) == {"a": step + 0.5, "b": 0.5}
     assert log.flush(4, 0.4) is None  # an empty window writes nothing
     log.close()
-    reopened = LossLog(path, 1, ("a", "b"))
+    reopened = LossLog(path, ("a", "b"))
     reopened.open(2, tmp_path / "tb")
     reopened.close()
     assert path.read_text().splitlines() == ["step,time,a,b", "1,0.100,1.5,0.5", "2,0.200,2.5,0.5"]

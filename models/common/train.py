@@ -185,16 +185,15 @@ class LoopConfig:
 
 @dataclass
 class LossLog:
-    """``log.csv`` (and TensorBoard when installed): one row of window means every ``every`` steps.
+    """``log.csv`` (and TensorBoard when installed): one row of window means each time the
+    trainer calls ``flush`` (every ``log_every`` steps).
 
     Args:
         path (`Path`): the CSV file; its columns are ``step``, ``time`` and ``names``.
-        every (`int`): steps between rows (the caller decides when to `flush`).
         names (`tuple` of `str`): the loss columns, in order.
     """
 
     path: Path
-    every: int
     names: tuple[str, ...]
     window: dict = field(default_factory=lambda: defaultdict(list))
     writer: object = None
@@ -464,7 +463,7 @@ class BaseTrainer:
             self.step, self.history, self.last_saved = 0, [], None
         self.start_run()
         total = config.max_steps or self.total_steps()
-        log = LossLog(self.out_dir / LOG_FILE, config.log_every, self.loss_names)
+        log = LossLog(self.out_dir / LOG_FILE, self.loss_names)
         log.open(self.step, self.out_dir / TENSORBOARD_DIR)
 
         start, elapsed_before = time.monotonic(), self.elapsed

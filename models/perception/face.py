@@ -36,7 +36,6 @@ import numpy as np
 from models.errors import InvalidInput, NoFaceFound, WeightsMissing
 
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
-N_LANDMARKS = 68
 
 _lock = threading.Lock()
 
