@@ -24,11 +24,14 @@ model, ...) print one line ``error: ...`` and exit with status 2; nothing else i
 
 import argparse
 import json
+import os
 import sys
 
 from models.common.commands import Argument, Command, argument
 from models.errors import TalkingFaceError
 
+DESCRIPTION = ("Talking-face video from a photo and a voice clip: generate clips, serve the API and its "
+               "workers, prepare data, train, evaluate and benchmark the models.")
 # The command line streams its output, so it takes far longer clips than the service.
 CLI_MAX_AUDIO_SECONDS = 4 * 3600
 
@@ -169,6 +172,7 @@ def cmd_generate(args):
 
     name = registry.spec(args.model).name
     args.flags.resolve(args, name, "generate")
+    render.check_output(args.output)
     pipeline = registry.pipeline_class(name)
     options = check_options(pipeline, {option: getattr(args, option, None) for option in pipeline.declared_options()})
     face_index = options.get("face_index", 0)
@@ -197,17 +201,34 @@ def cmd_generate(args):
 
 def cmd_models(args):
     from models import registry
+    from models.weights import weights_dir
 
+    authors_folder = weights_dir(args.weights).resolve()
     for name, model in registry.REGISTRY.items():
         print(f"{name}  [{model.task}]  {model.paper}")
         kind, folder, missing = registry.weights_ready(name, args.weights)
-        state = "ready" if not missing else "not ready"
-        print(f"  uses the {'authors' if kind == 'authors' else 'project-trained'} weights in {folder} ({state})")
-        for file, path in registry.file_status(name, args.weights):
-            state = "found  " if path else ("absent " if file.optional else "MISSING")
-            print(f"  {state} {file.name:<22} {file.role}")
+        status = registry.file_status(name, args.weights)
+        if missing:
+            print(f"  NOT READY: the authors' weights in {folder} lack {', '.join(missing)}")
+        else:
+            weights = "the authors' weights" if kind == "authors" else "project-trained weights"
+            print(f"  ready: uses {weights} in {folder}")
+        if not status:
+            continue
+        # The authors' files: required when they are what runs, else what upgrades the model.
+        using_authors = kind == "authors"
+        purpose = "" if using_authors else " (optional: for the paper quality)"
+        print(f"  the authors' files in {authors_folder}{purpose}:")
+        for file, path in status:
+            if path:
+                state = "found  "
+            elif file.optional or not using_authors:
+                state = "absent "         # not needed for what runs now
+            else:
+                state = "MISSING"
+            print(f"    {state} {file.name:<22} {file.role}")
             if not path:
-                print(f"          from {file.source}")
+                print(f"            from {file.source}")
 
 
 def cmd_bench(args):
@@ -284,7 +305,10 @@ def cmd_eval(args):
     import math
 
     from models import metrics
+    from service.render import check_output
 
+    if args.json:
+        check_output(args.json)
     results = _run(args)
     if not results:
         raise TalkingFaceError(f"no prepared clips in the {args.split} split of {args.data}")
@@ -418,7 +442,7 @@ def build_parser(command=None):
             built then (the others are listed with their help line alone), so that
             ``talkingface jobs`` or ``serve`` do not import every model first.
     """
-    parser = argparse.ArgumentParser(prog="talkingface", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="talkingface", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_subcommand(name):
@@ -467,6 +491,11 @@ def main(argv=None):
     except TalkingFaceError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`talkingface jobs list | head`): not an error. Point stdout
+        # at /dev/null so that Python's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

@@ -11,8 +11,10 @@ chunk; raising from it (a cancel, a lost lease) stops the work at that chunk.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,6 +43,19 @@ class Rendered:
     seconds: float
     generated_at: float
     info: dict
+
+
+def check_output(path) -> Path:
+    """``path`` as a file that can be written, checked before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidInput(f"cannot write {path}: it is a folder")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InvalidInput(f"cannot write {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InvalidInput(f"cannot write {path}: permission denied")
+    return path
 
 
 def read_inputs(pipe, image, audio=None, video=None, face_index=0, limits=Limits()) -> TalkingFaceInput:

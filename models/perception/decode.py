@@ -64,7 +64,13 @@ def read_head(source: Source, n: int = HEAD_BYTES) -> bytes:
         with open(source, "rb") as f:
             return f.read(n)
     except OSError as e:
-        raise InvalidInput(f"cannot read {display_name(source)}: {e.strerror or e}") from None
+        raise unreadable(source, e) from None
+
+
+def unreadable(path, error: OSError) -> InvalidInput:
+    """The one error for a file that cannot be opened: its path and why."""
+    reason = "no such file" if isinstance(error, FileNotFoundError) else (error.strerror or str(error))
+    return InvalidInput(f"cannot read {os.fspath(path)}: {reason}")
 
 
 def stderr_tail(f: IO[bytes], n: int = 2000) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from models.errors import InvalidInput
-from models.perception.decode import Source, display_name
+from models.perception.decode import Source, display_name, unreadable
 
 MAX_IMAGE_PIXELS = 50_000_000  # a 48 MP phone photo passes; ~150 MB once decoded to RGB
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
@@ -52,8 +52,8 @@ def read_image(source: Source, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray
             return to_rgb(img)
     except InvalidInput:
         raise
-    except FileNotFoundError:
-        raise InvalidInput(f"cannot read {name}: no such file") from None
+    except FileNotFoundError as exc:
+        raise unreadable(source, exc) from None
     except Image.DecompressionBombError:  # only reached when max_pixels exceeds Pillow's cap
         raise ImageTooLarge(f"{name} has too many pixels") from None
     except (OSError, SyntaxError, ValueError, EOFError):
