@@ -7,13 +7,16 @@ processes are spawned.
 """
 
 import gc
+import importlib.util
 import logging
 import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
 
 from service.api import dashboard, errors, files, health, jobs, models, talking_face, workers
 from service.api.serialize import job_body
@@ -23,6 +26,8 @@ from service.settings import Settings, get_settings
 from service.webhooks import WebhookDispatcher
 
 log = logging.getLogger("talkingface.app")
+# Swagger UI and ReDoc as files of an installed package: /docs and /redoc work offline.
+DOCS_ASSETS = Path(importlib.util.find_spec("fastapi_offline").origin).parent / "static"
 
 
 def purge_expired(store, settings):
@@ -84,7 +89,7 @@ def create_app(settings: Settings | None = None, start_workers: bool = False) ->
 
     # A request may carry two uploads (image + audio) and form fields; anything larger is
     # refused while it streams in, before it reaches a temporary file.
-    app = FastAPI(title="talkingface", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="talkingface", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   max_body_size=2 * settings.max_upload_bytes + (1 << 20),
                   description="Talking-face video from a photo and a voice clip, as durable jobs.")
     app.state.settings = settings
@@ -96,4 +101,25 @@ def create_app(settings: Settings | None = None, start_workers: bool = False) ->
     for router in (talking_face.router, files.router, jobs.router, models.router, workers.router,
                    health.router, dashboard.router):
         app.include_router(router)
+    add_docs(app)
     return app
+
+
+def add_docs(app):
+    """``/docs`` (Swagger UI) and ``/redoc`` with their scripts served by the app itself, not a CDN."""
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request):
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API",
+                                   swagger_js_url=f"{root}/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}/docs-assets/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request):
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API",
+                              redoc_js_url=f"{root}/docs-assets/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}/docs-assets/favicon.png", with_google_fonts=False)
