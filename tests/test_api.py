@@ -1,7 +1,8 @@
 """The REST API against the real app (ASGI, in process) with a real worker in a thread.
 
-The networks carry seeded stand-in weights in the authors' file format; audio clips are
-short so that a job takes about a second on a CPU.
+The networks carry seeded stand-in weights (a project weights folder with the project's
+arrays, ``seeded_project_dir``); audio clips are short so that a job takes about a second
+on a CPU.
 """
 
 import contextlib
@@ -55,17 +56,17 @@ def serving(settings, worker):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, seeded_weights_dir):
+def served(tmp_path_factory, seeded_project_dir):
     """(client, settings) of an app with one worker thread."""
-    settings = make_settings(tmp_path_factory.mktemp("api"), seeded_weights_dir)
+    settings = make_settings(tmp_path_factory.mktemp("api"), seeded_project_dir)
     with serving(settings, Worker(settings)) as client:
         yield client, settings
 
 
 @pytest.fixture
-def idle(tmp_path, seeded_weights_dir):
+def idle(tmp_path, seeded_project_dir):
     """A client of an app with no worker at all."""
-    with TestClient(create_app(make_settings(tmp_path, seeded_weights_dir))) as client:
+    with TestClient(create_app(make_settings(tmp_path, seeded_project_dir))) as client:
         yield client
 
 
@@ -92,7 +93,7 @@ def assert_error(response, status, code):
     assert "Traceback" not in response.text
 
 
-def test_one_call_returns_a_playable_mp4(served, tmp_path):
+def test_one_call_returns_a_playable_mp4(served, tmp_path, ffprobe):
     client, _ = served
     r = client.post("/v1/talking-face", files={"image": ("face.jpg", FACE), "audio": ("a.wav", wav_bytes(1.0))},
                     data={"wait": "60"})
@@ -330,8 +331,8 @@ def test_result_artifacts_can_be_deleted(served):
     assert_error(client.get(f"/v1/jobs/{job_id}/result"), 410, "gone")
 
 
-def test_api_keys(tmp_path, seeded_weights_dir):
-    settings = make_settings(tmp_path, seeded_weights_dir, api_keys=["k1", "k2"])
+def test_api_keys(tmp_path, seeded_project_dir):
+    settings = make_settings(tmp_path, seeded_project_dir, api_keys=["k1", "k2"])
     with TestClient(create_app(settings)) as client:
         assert_error(client.get("/v1/jobs"), 401, "unauthorized")
         assert_error(client.get("/v1/jobs", headers={"Authorization": "Bearer nope"}), 401, "unauthorized")
@@ -339,9 +340,9 @@ def test_api_keys(tmp_path, seeded_weights_dir):
         assert client.get("/livez").status_code == 200       # probes stay open
 
 
-def test_retention_deletes_old_uploads_and_results(tmp_path, seeded_weights_dir):
+def test_retention_deletes_old_uploads_and_results(tmp_path, seeded_project_dir):
     from service.app import purge_expired
-    settings = make_settings(tmp_path, seeded_weights_dir)
+    settings = make_settings(tmp_path, seeded_project_dir)
     with TestClient(create_app(settings)) as client:
         image = upload(client, FACE, "f.jpg")
         store = client.app.state.store
@@ -354,8 +355,8 @@ def test_retention_deletes_old_uploads_and_results(tmp_path, seeded_weights_dir)
         assert store.storage_bytes() == (0, 0)
 
 
-def test_oversized_request_bodies_are_refused_while_streaming(tmp_path, seeded_weights_dir):
-    settings = make_settings(tmp_path, seeded_weights_dir, max_upload_bytes=10_000)
+def test_oversized_request_bodies_are_refused_while_streaming(tmp_path, seeded_project_dir):
+    settings = make_settings(tmp_path, seeded_project_dir, max_upload_bytes=10_000)
     with TestClient(create_app(settings)) as client:
         r = client.post("/v1/files", files={"file": ("big.bin", b"x" * 50_000)})
         assert_error(r, 413, "too_large")
@@ -369,9 +370,9 @@ def test_openapi_docs_are_served(idle):
     assert {"/v1/talking-face", "/v1/jobs", "/v1/batches", "/v1/files", "/readyz"} <= set(paths)
 
 
-def test_jobs_command_reads_the_same_store(tmp_path, seeded_weights_dir, monkeypatch, capsys):
+def test_jobs_command_reads_the_same_store(tmp_path, seeded_project_dir, monkeypatch, capsys):
     from service.cli import main
-    settings = make_settings(tmp_path, seeded_weights_dir)
+    settings = make_settings(tmp_path, seeded_project_dir)
     with TestClient(create_app(settings)) as client:
         image, audio = upload(client, FACE, "f.jpg")["id"], upload(client, wav_bytes(0.5), "a.wav")["id"]
         job_id = client.post("/v1/jobs", json={"inputs": {"image": image, "audio": audio}}).json()["id"]
@@ -382,9 +383,9 @@ def test_jobs_command_reads_the_same_store(tmp_path, seeded_weights_dir, monkeyp
     assert main(["jobs", "show", "job_nope"]) == 2
 
 
-def test_a_worker_stays_counted_during_a_long_job(tmp_path, seeded_weights_dir):
+def test_a_worker_stays_counted_during_a_long_job(tmp_path, seeded_project_dir):
     # A job longer than worker_timeout_seconds must not make its worker look dead.
-    settings = make_settings(tmp_path, seeded_weights_dir, worker_timeout_seconds=1.0)
+    settings = make_settings(tmp_path, seeded_project_dir, worker_timeout_seconds=1.0)
     worker = Worker(settings)
     thread = threading.Thread(target=worker.run, daemon=True)
     with TestClient(create_app(settings)) as client:

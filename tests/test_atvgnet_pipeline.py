@@ -14,11 +14,18 @@ from models.atvgnet import features
 from models.atvgnet.preprocess import norm_landmarks
 from models.perception import face as face_lib
 from service import media
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES, PROJECT_ARRAYS, ROOT
 
 
 @pytest.fixture(scope="module")
-def pipe(seeded_weights_dir):
+def pipe(seeded_project_dir):
+    """The seeded networks with the project's arrays: for what does not depend on the authors' arrays."""
+    return registry.load("atvgnet", weights=seeded_project_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def authors_pipe(seeded_weights_dir):
+    """The seeded networks with the authors' arrays, loaded from the authors' layout."""
     return registry.load("atvgnet", weights=seeded_weights_dir, device="cpu")
 
 
@@ -61,7 +68,8 @@ def demo_frames(pipe, face128, audio, basics):
     return ((frames + 1) / 2 * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
-def test_frames_match_the_demo_procedure(pipe, photo, speech, reference_dir):
+def test_frames_match_the_demo_procedure(authors_pipe, photo, speech, reference_dir):
+    pipe = authors_pipe
     audio = speech[:int(1.5 * 16000)]
     video = pipe(TalkingFaceInput(image=photo, audio=audio, sample_rate=16000))
     assert video.frames.dtype == np.uint8
@@ -138,13 +146,17 @@ def test_damaged_array_is_refused(seeded_weights_dir, tmp_path):
 
 
 MEMORY_SCRIPT = """
-import json, resource, sys, torch
+import json, resource, sys
+import numpy as np, torch
 from models.atvgnet.networks import ATNet, VGNet
 from models.atvgnet import bench
 from models.atvgnet.pipeline import ATVGnetPipeline
 from service import media
 torch.set_num_threads(1)
-pipe = ATVGnetPipeline.with_networks(ATNet(width=4), VGNet(ngf=8, n_blocks=1), sys.argv[2], device="cpu")
+with np.load(sys.argv[2] + "/basics.npz") as basics, np.load(sys.argv[2] + "/pca.npz") as pca:
+    shape_arrays = {k: basics[k] for k in ("mean_shape_img", "mean_shape_norm", "S", "base_68")}
+    mean, basis = pca["mean"], pca["basis"][:, :6]
+pipe = ATVGnetPipeline(ATNet(width=4), VGNet(ngf=8, n_blocks=1), basis, mean, shape_arrays, device="cpu")
 image = media.read_image(sys.argv[3])
 wall, frames = bench.end_to_end(pipe, image, float(sys.argv[1]), sys.argv[4])
 print(json.dumps({"frames": frames, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
@@ -152,14 +164,14 @@ print(json.dumps({"frames": frames, "peak": resource.getrusage(resource.RUSAGE_S
 
 
 @pytest.mark.slow
-def test_memory_does_not_grow_with_clip_length(reference_dir, tmp_path):
+def test_memory_does_not_grow_with_clip_length(tmp_path):
     # Reduced-width networks keep this quick; the full networks are measured by
     # `talkingface bench atvgnet --memory 10 600`. A pipeline that kept every frame
     # would hold 240 s x 25 x 128 x 128 x 3 bytes = 295 MB more for the long clip.
     peaks = {}
     for seconds in (10, 240):
         out = subprocess.run(
-            [sys.executable, "-c", MEMORY_SCRIPT, str(seconds), str(reference_dir),
+            [sys.executable, "-c", MEMORY_SCRIPT, str(seconds), str(PROJECT_ARRAYS),
              str(EXAMPLES / "face.jpg"), str(tmp_path / f"{seconds}.mp4")],
             cwd=ROOT, check=True, capture_output=True, text=True).stdout
         result = json.loads(out.strip().splitlines()[-1])

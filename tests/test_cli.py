@@ -35,10 +35,10 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_generate_writes_h264_aac_mp4_of_the_audio_duration(seeded_weights_dir, clip, tmp_path, capsys):
+def test_generate_writes_h264_aac_mp4_of_the_audio_duration(seeded_project_dir, clip, tmp_path, capsys, ffprobe):
     out = tmp_path / "out.mp4"
     code, stdout, err = run(capsys, "generate", "--model", "atvgnet", "--image", EXAMPLES / "face.jpg",
-                            "--audio", clip, "-o", out, "--weights", seeded_weights_dir, "--device", "cpu")
+                            "--audio", clip, "-o", out, "--weights", seeded_project_dir, "--device", "cpu")
     assert code == 0, err
     assert "wrote" in stdout
     info = media.probe(out)
@@ -52,16 +52,16 @@ def test_generate_writes_h264_aac_mp4_of_the_audio_duration(seeded_weights_dir, 
     assert abs(float(info["format"]["duration"]) - 2.0) <= 1 / 25 + 0.03   # AAC frame padding
 
 
-def test_paste_back_keeps_the_photo_size(seeded_weights_dir, clip, tmp_path, capsys):
+def test_paste_back_keeps_the_photo_size(seeded_project_dir, clip, tmp_path, capsys, ffprobe):
     out = tmp_path / "full.mp4"
     code, _, err = run(capsys, "generate", "--image", EXAMPLES / "face.jpg", "--audio", clip, "-o", out,
-                       "--weights", seeded_weights_dir, "--paste-back", "-q")
+                       "--weights", seeded_project_dir, "--paste-back", "-q")
     assert code == 0, err
     video = [s for s in media.probe(out)["streams"] if s["codec_type"] == "video"][0]
     assert (video["width"], video["height"]) == (512, 600)
 
 
-def test_several_faces_use_the_largest_and_say_so(seeded_weights_dir, tmp_path, capsys):
+def test_several_faces_use_the_largest_and_say_so(seeded_project_dir, tmp_path, capsys):
     photo = media.read_image(EXAMPLES / "face.jpg")
     small = np.asarray(Image.fromarray(photo).resize((384, 450)))
     canvas = np.zeros((600, 512 + 384, 3), np.uint8)
@@ -69,11 +69,11 @@ def test_several_faces_use_the_largest_and_say_so(seeded_weights_dir, tmp_path, 
     Image.fromarray(canvas).save(tmp_path / "two.png")
     audio = write_wav(tmp_path / "a.wav", 0.2 * np.sin(np.arange(8000) * 0.05))
     code, _, err = run(capsys, "generate", "--image", tmp_path / "two.png", "--audio", audio,
-                       "-o", tmp_path / "o.mp4", "--weights", seeded_weights_dir, "-q")
+                       "-o", tmp_path / "o.mp4", "--weights", seeded_project_dir, "-q")
     assert code == 0, err
     assert "2 faces found" in err and "largest" in err and "--face-index" in err
     code, _, err = run(capsys, "generate", "--image", tmp_path / "two.png", "--audio", audio,
-                       "-o", tmp_path / "o2.mp4", "--weights", seeded_weights_dir, "--face-index", "5")
+                       "-o", tmp_path / "o2.mp4", "--weights", seeded_project_dir, "--face-index", "5")
     assert code == 2 and "error:" in err and "2 face" in err
 
 
@@ -97,10 +97,10 @@ def inputs(tmp_path):
     ("face", "silent", "silent"),
     ("face", "short", "at least 0.3 s"),
 ])
-def test_bad_inputs_give_one_line_and_exit_2(image, audio, message, inputs, seeded_weights_dir, tmp_path, capsys):
+def test_bad_inputs_give_one_line_and_exit_2(image, audio, message, inputs, seeded_project_dir, tmp_path, capsys):
     out = tmp_path / "never.mp4"
     code, stdout, err = run(capsys, "generate", "--image", inputs[image], "--audio", inputs[audio],
-                            "-o", out, "--weights", seeded_weights_dir)
+                            "-o", out, "--weights", seeded_project_dir)
     assert code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert "Traceback" not in err
@@ -120,8 +120,8 @@ def test_unknown_model(inputs, tmp_path, capsys):
     assert code == 2 and "unknown model 'nope'" in err
 
 
-def test_models_lists_found_and_missing_files(seeded_weights_dir, tmp_path, capsys):
-    code, out, _ = run(capsys, "models", "--weights", seeded_weights_dir)
+def test_models_lists_found_and_missing_files(authors_layout_dir, tmp_path, capsys):
+    code, out, _ = run(capsys, "models", "--weights", authors_layout_dir)
     assert code == 0
     atvgnet = out.split("\ndavs ")[0]       # the other models' weights are not in that folder
     assert "atvgnet" in atvgnet and "found   atnet_lstm_18.pth" in atvgnet and "MISSING" not in atvgnet
@@ -141,7 +141,7 @@ def test_bench_prints_json(reference_dir, capsys):
     assert result["frames"] == 24 and result["weights"] == "random" and result["vgnet_fps_batch16"] > 0
 
 
-def test_readme_example_runs_with_the_shipped_demo_weights(tmp_path, monkeypatch, capsys):
+def test_readme_example_runs_with_the_shipped_demo_weights(tmp_path, monkeypatch, capsys, ffprobe):
     # A fresh clone: no weights folder, no environment; the demo weights are used.
     monkeypatch.delenv("TALKINGFACE_WEIGHTS_DIR", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -1,13 +1,12 @@
 """The job dashboard: the page and its assets over HTTP, then the page rendered by
 headless Chromium against a fake JSON API with fixed data.
 
-The browser tests need Debian's ``chromium`` package; without it they fail (they do
-not skip), since a dashboard nobody has rendered is not tested.
+The browser tests need Debian's ``chromium`` package; without it they are skipped with
+that reason, and with ``TALKINGFACE_TEST_ALL=1`` (CI) they fail, since a dashboard nobody
+has rendered is not tested.
 """
 
-import os
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -23,6 +22,7 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from service.api import dashboard
+from tests import components
 
 API_KEY = "test-key"
 RESULT_URL = "/v1/files/job_abc/video.mp4"
@@ -251,11 +251,8 @@ def parse_dom(html: str) -> _Element:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    path = "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else shutil.which("chromium")
-    if not path:
-        pytest.fail("headless Chromium is needed for the dashboard tests: install the Debian package "
-                    "`chromium` (apt-get install chromium)")
-    return path
+    """The Chromium executable on PATH (Debian package ``chromium``); see tests/components.py."""
+    return components.require("chromium")
 
 
 @pytest.fixture(scope="module")

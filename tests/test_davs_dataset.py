@@ -36,7 +36,7 @@ def _small_photos():
 
 
 @pytest.fixture(scope="module")
-def videos_dir(tmp_path_factory):
+def videos_dir(tmp_path_factory, espeak_ng):
     folder = tmp_path_factory.mktemp("videos")
     photos = _small_photos()
     for (word, sentence), (name, photo) in zip(SENTENCES.items(), photos.items()):

@@ -86,7 +86,7 @@ def test_videos_are_read_at_25_fps_in_bounded_chunks(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- command line
 
-def test_generate_davs_from_audio(tiny_weights, clips, tmp_path, capsys):
+def test_generate_davs_from_audio(tiny_weights, clips, tmp_path, capsys, ffprobe):
     out = tmp_path / "audio.mp4"
     code, stdout, err = generate(capsys, "--model", "davs", "--image", EXAMPLES / "face.jpg", "--audio",
                                  clips["voice"], "-o", out, "--weights", tiny_weights, "--device", "cpu",
@@ -99,7 +99,7 @@ def test_generate_davs_from_audio(tiny_weights, clips, tmp_path, capsys):
     assert abs(float(found["video"]["duration"]) - 0.6) <= 1 / 25 + 1e-6
 
 
-def test_generate_davs_from_a_video_keeps_every_frame_and_its_sound(tiny_weights, clips, tmp_path, capsys):
+def test_generate_davs_from_a_video_keeps_every_frame_and_its_sound(tiny_weights, clips, tmp_path, capsys, ffprobe):
     out = tmp_path / "video.mp4"
     code, stdout, err = generate(capsys, "--model", "davs", "--image", EXAMPLES / "face.jpg", "--video",
                                  clips["face"], "-o", out, "--weights", tiny_weights, "--device", "cpu",
@@ -127,10 +127,10 @@ def test_generate_refuses_what_a_model_does_not_take(clips, tmp_path, capsys):
         main(["generate", "--image", str(EXAMPLES / "face.jpg"), "--audio", "a", "--video", "v", "-o", "x"])
 
 
-def test_atvgnet_takes_a_video_as_its_voice(seeded_weights_dir, clips, tmp_path, capsys):
+def test_atvgnet_takes_a_video_as_its_voice(seeded_project_dir, clips, tmp_path, capsys, ffprobe):
     out = tmp_path / "atvgnet.mp4"
     code, _, err = generate(capsys, "--model", "atvgnet", "--image", EXAMPLES / "face.jpg", "--video",
-                            clips["face"], "-o", out, "--weights", seeded_weights_dir)
+                            clips["face"], "-o", out, "--weights", seeded_project_dir)
     assert code == 0, err
     found, _ = streams(out)
     assert (found["video"]["width"], found["video"]["height"]) == (128, 128)
@@ -140,16 +140,16 @@ def test_atvgnet_takes_a_video_as_its_voice(seeded_weights_dir, clips, tmp_path,
 # --------------------------------------------------------------------------- service
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, seeded_weights_dir, tiny_weights):
+def served(tmp_path_factory, seeded_project_dir, tiny_weights):
     """(client, settings) of an app with one worker thread serving atvgnet and tiny davs."""
-    settings = make_settings(tmp_path_factory.mktemp("api"), seeded_weights_dir)
+    settings = make_settings(tmp_path_factory.mktemp("api"), seeded_project_dir)
     worker = Worker(settings)
     worker.pipelines["davs"] = DAVSPipeline.from_project(tiny_weights, device="cpu", chunk_frames=4)
     with serving(settings, worker) as client:
         yield client, settings
 
 
-def test_one_call_with_a_video_returns_an_mp4_made_in_video_mode(served, clips, tmp_path):
+def test_one_call_with_a_video_returns_an_mp4_made_in_video_mode(served, clips, tmp_path, ffprobe):
     client, _ = served
     face_video = ("v.mp4", clips["face"].read_bytes())
     r = client.post("/v1/talking-face", files={"image": ("face.jpg", FACE), "video": face_video},
@@ -210,7 +210,7 @@ def test_davs_bad_inputs_get_clear_client_errors(served, clips):
                                                "options": {"finetune_steps": 99}}), 422, "validation_error")
 
 
-def test_atvgnet_one_call_with_a_video_uses_its_sound(served, clips, tmp_path):
+def test_atvgnet_one_call_with_a_video_uses_its_sound(served, clips, tmp_path, ffprobe):
     client, _ = served
     face_video = ("v.mp4", clips["face"].read_bytes())
     r = client.post("/v1/talking-face", files={"image": ("face.jpg", FACE), "video": face_video}, data={"wait": "60"})

@@ -61,7 +61,7 @@ def test_animate_opens_the_mouth_and_leaves_the_rest(grace):
     assert opening[2] - opening[0] > 0.15
 
 
-def test_make_demo_videos_writes_lip_synced_clips(tmp_path):
+def test_make_demo_videos_writes_lip_synced_clips(tmp_path, espeak_ng, ffprobe):
     photo = demo.default_photos()["grace_hopper"]
     paths = demo.make_demo_videos(tmp_path, photos={"grace": photo},
                                        sentences=["Bob bought a big blue balloon."],
@@ -87,14 +87,14 @@ def test_speak_without_espeak_ng_says_what_to_install(tmp_path, monkeypatch):
         demo_data.speak("Hello.", tmp_path / "hello.wav")
 
 
-def test_speak_writes_a_wav(tmp_path):
+def test_speak_writes_a_wav(tmp_path, espeak_ng):
     path = demo_data.speak("Hello there.", tmp_path / "hello.wav", voice="en-us+f3", speed=160)
     audio = read_audio(path, sample_rate=16000)
     assert 0.3 < len(audio) / 16000 < 3.0
     assert np.abs(audio).max() > 0.05
 
 
-def test_build_demo_makes_a_loadable_weights_folder(tmp_path):
+def test_build_demo_makes_a_loadable_weights_folder(tmp_path, espeak_ng):
     from models import registry
     report = atvgnet_demo.build_demo(tmp_path / "out", work_dir=tmp_path / "work", atnet_seconds=0,
                                      vgnet_seconds=0, per_photo=1, sentences=["Hello there, how are you today?"],

@@ -80,11 +80,11 @@ class Server:
 
 
 @pytest.fixture
-def weights(seeded_weights_dir):
-    return seeded_weights_dir
+def weights(seeded_project_dir):
+    return seeded_project_dir
 
 
-def test_served_mp4_worker_killed_mid_job_and_dashboard(tmp_path, weights, chromium):  # noqa: F811
+def test_served_mp4_worker_killed_mid_job_and_dashboard(tmp_path, weights, chromium, ffprobe):  # noqa: F811
     server = Server(tmp_path / "data", weights, workers=1)
     try:
         server.wait_until(lambda: server.get("/readyz").status_code == 200, 90, "no worker came up")

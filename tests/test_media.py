@@ -251,7 +251,7 @@ def decode_first_frame(path, height, width) -> np.ndarray:
     return np.frombuffer(out, np.uint8).reshape(height, width, 3)
 
 
-def test_mp4_writer_streams_chunks_with_audio(tmp_path):
+def test_mp4_writer_streams_chunks_with_audio(tmp_path, ffprobe):
     path = tmp_path / "out.mp4"
     frame = gradient(128, 128)
     frames = np.repeat(frame[None], 50, axis=0)
@@ -284,7 +284,7 @@ def test_mp4_writer_streams_chunks_with_audio(tmp_path):
     assert not list(tmp_path.glob("*.part"))
 
 
-def test_mp4_writer_pads_odd_sizes(tmp_path):
+def test_mp4_writer_pads_odd_sizes(tmp_path, ffprobe):
     path = tmp_path / "odd.mp4"
     frame = gradient(77, 101)
     media.write_mp4(path, np.repeat(frame[None], 10, axis=0), 25, None, 16000)

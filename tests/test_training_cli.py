@@ -11,20 +11,37 @@ from tests.test_atvgnet_dataset import _face_frames, _speech_like, _write
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, reference_dir):
-    videos = tmp_path_factory.mktemp("videos")
-    _write(videos / "one.mp4", _face_frames(1.2), _speech_like(2.0, seed=1))
-    _write(videos / "two.mp4", _face_frames(0.85), _speech_like(2.0, seed=2))
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    _write(folder / "one.mp4", _face_frames(1.2), _speech_like(2.0, seed=1))
+    _write(folder / "two.mp4", _face_frames(0.85), _speech_like(2.0, seed=2))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prepared(videos, project_basics, tmp_path_factory):
+    """The two videos prepared with the project's normalisation arrays (``data prepare``
+    reads the authors' from a folder: see ``test_data_prepare_from_the_command_line``)."""
     out = tmp_path_factory.mktemp("data")
-    assert main(["data", "prepare", "--videos", str(videos), "--out", str(out), "--basics", str(reference_dir),
-                 "--workers", "1", "--split", "0.5", "-q"]) == 0
+    dataset.prepare(videos, out, split=0.5, basics=project_basics, workers=1, progress=False)
     return out
 
 
-def test_prepare_train_and_evaluate_from_the_command_line(prepared, tmp_path, capsys):
+def assert_one_train_and_one_test_clip(prepared):
     assert len(dataset.list_clips(prepared, "train")) == 1 and len(dataset.list_clips(prepared, "test")) == 1
     statuses = [v["status"] for v in dataset.load_manifest(prepared)["videos"].values()]
     assert statuses == ["ok", "ok"]
+
+
+def test_data_prepare_from_the_command_line(videos, reference_dir, tmp_path):
+    out = tmp_path / "data"
+    assert main(["data", "prepare", "--videos", str(videos), "--out", str(out), "--basics", str(reference_dir),
+                 "--workers", "1", "--split", "0.5", "-q"]) == 0
+    assert_one_train_and_one_test_clip(out)
+
+
+def test_prepare_train_and_evaluate_from_the_command_line(prepared, tmp_path, capsys):
+    assert_one_train_and_one_test_clip(prepared)
     for stage, sizes in (("atnet", ["--width", "4"]), ("vgnet", ["--ngf", "8", "--n-blocks", "1"])):
         assert main(["train", "atvgnet", "--data", str(prepared), "--stage", stage, "--out", str(tmp_path / stage),
                      "--max-steps", "2", "--batch-size", "1", "--device", "cpu", "-q", *sizes]) == 0
@@ -81,14 +98,14 @@ def test_training_runs_load_strictly(prepared, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def exported(prepared, reference_dir, tmp_path_factory):
+def exported(prepared, project_basics, tmp_path_factory):
     """Two tiny training runs exported as a project weights folder."""
     from models.atvgnet.export import BASICS, export_weights
     runs = tmp_path_factory.mktemp("runs")
     train.train(prepared, "atnet", runs / "atnet", max_steps=1, batch_size=1, width=4, device="cpu", progress=False)
     train.train(prepared, "vgnet", runs / "vgnet", max_steps=1, batch_size=1, ngf=8, n_blocks=1, device="cpu",
                 progress=False)
-    basics = {k: np.load(reference_dir / f"{k}.npy") for k in BASICS}
+    basics = {k: project_basics[k] for k in BASICS}
     return export_weights(runs / "atnet", runs / "vgnet", prepared, basics, tmp_path_factory.mktemp("w") / "mine",
                           name="mine (test)")
 
@@ -145,7 +162,7 @@ def test_exporting_again_over_a_report_keeps_the_folder_loadable(exported, tmp_p
     assert registry.load("atvgnet", weights=copy, device="cpu").info["weights"] == "again"
 
 
-def test_weights_are_picked_in_order(exported, seeded_weights_dir, tmp_path, monkeypatch):
+def test_weights_are_picked_in_order(exported, authors_layout_dir, tmp_path, monkeypatch):
     from dataclasses import replace
 
     from models import registry
@@ -153,9 +170,9 @@ def test_weights_are_picked_in_order(exported, seeded_weights_dir, tmp_path, mon
     spec = registry.REGISTRY["atvgnet"]
     monkeypatch.setitem(registry.REGISTRY, "atvgnet", replace(spec, demo=exported))
     # 1. an explicit folder; 2. the authors' files in the default folder; 3. the shipped demo weights.
-    assert registry.resolve_weights("atvgnet", seeded_weights_dir) == ("authors", seeded_weights_dir)
-    monkeypatch.setenv("TALKINGFACE_WEIGHTS_DIR", str(seeded_weights_dir))
-    assert registry.resolve_weights("atvgnet") == ("authors", seeded_weights_dir)
+    assert registry.resolve_weights("atvgnet", authors_layout_dir) == ("authors", authors_layout_dir)
+    monkeypatch.setenv("TALKINGFACE_WEIGHTS_DIR", str(authors_layout_dir))
+    assert registry.resolve_weights("atvgnet") == ("authors", authors_layout_dir)
     monkeypatch.setenv("TALKINGFACE_WEIGHTS_DIR", str(tmp_path))
     assert registry.resolve_weights("atvgnet") == ("project", exported)
     assert registry.weights_ready("atvgnet") == ("project", exported, [])
