@@ -60,7 +60,8 @@ def _postgres():
         with engine.connect() as c:
             c.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - any failure to connect means the server is not usable
-        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        cause = str(getattr(exc, "orig", None) or exc).strip()
+        return None, cause.splitlines()[0] if cause else type(exc).__name__
     finally:
         engine.dispose()
     return POSTGRES_URL, None
