@@ -199,6 +199,39 @@ def test_without_labels_the_word_terms_are_off(data_dir, tmp_path):
         Trainer(_config(tmp_path / "nothing", tmp_path / "run2"))
 
 
+def test_the_reconstruction_objectives_train_the_generator_alone(data_dir, tmp_path):
+    # Not the authors' training: the demo recipe's L1 (+ temporal, + contrastive) terms only.
+    batch = None
+    for objectives, names in (("reconstruction", {"loss_g", "g_l1_audio", "g_l1_image", "g_temporal",
+                                                  "embedding_l2"}),
+                              ("audio_reconstruction", {"loss_g", "g_l1_audio", "g_temporal"})):
+        trainer = Trainer(_config(data_dir, tmp_path / objectives, objectives=objectives))
+        assert not trainer.use_words and trainer.opt_d is None
+        assert set(trainer.nets) == {"id_encoder", "decoder", "mfcc_encoder", "lip_feature_encoder"}
+        assert set(trainer.loss_names) == names
+        batch = batch or default_collate([trainer.dataset[1], trainer.dataset[0]])
+        lips = {k: v.clone() for k, v in trainer.nets["lip_feature_encoder"].state_dict().items()}
+        first = trainer.train_step(batch)
+        for _ in range(7):
+            trainer.step += 1
+            last = trainer.train_step(batch)
+        assert set(first) == names and all(np.isfinite(v) for v in last.values())
+        assert last["g_l1_audio"] < 0.96 * first["g_l1_audio"]
+        lips_moved = any(not torch.equal(v, trainer.nets["lip_feature_encoder"].state_dict()[k])
+                         for k, v in lips.items() if v.is_floating_point())
+        assert lips_moved == (objectives == "reconstruction")
+    # A run of these objectives checkpoints, resumes and loads as weights.
+    train(data_dir, tmp_path / "run", max_steps=1, objectives="audio_reconstruction",
+          **dict(TINY, image_size=128, batch_size=2, progress=False, device="cpu", sample_every=1))
+    summary = train(data_dir, tmp_path / "run", max_steps=2, objectives="audio_reconstruction",
+                    **dict(TINY, image_size=128, batch_size=2, progress=False, device="cpu", sample_every=0))
+    assert summary["step"] == 2 and not summary["word_terms"]
+    assert not (tmp_path / "run" / "sequence_discriminator.safetensors").exists()
+    assert read_config(tmp_path / "run")["train"]["objectives"] == "audio_reconstruction"
+    with pytest.raises(InvalidInput, match="objectives"):
+        TrainConfig(data_dir="d", out_dir="o", objectives="gan")
+
+
 # ---------------------------------------------------------------------------------------
 # Checkpoints, resuming, the pipeline
 
