@@ -6,6 +6,7 @@ that reason, and with ``TALKINGFACE_TEST_ALL=1`` (CI) they fail, since a dashboa
 has rendered is not tested.
 """
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -255,24 +256,33 @@ def chromium() -> str:
     return components.require("chromium")
 
 
-@pytest.fixture(scope="module")
-def live_server():
-    """The test app under uvicorn in a background thread, on a free port of 127.0.0.1."""
+@contextlib.contextmanager
+def serving_http(app, lifespan="off"):
+    """``app`` under uvicorn in a background thread on a free port of 127.0.0.1; yields its URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(), log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the test server did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                pytest.fail("the test server did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def live_server():
+    """The fake-API test app, served over HTTP."""
+    with serving_http(build_app()) as url:
+        yield url
 
 
 def dump_dom(chromium: str, url: str, profile_dir) -> _Element:

@@ -6,16 +6,13 @@ it needs came from the service.
 """
 
 import re
-import socket
-import threading
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from tests.test_api import make_settings
-from tests.test_dashboard_static import chromium, dump_dom  # noqa: F401  (chromium is a fixture)
+from tests.test_dashboard_static import chromium, dump_dom, serving_http  # noqa: F401  (chromium is a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +35,7 @@ def test_doc_pages_load_only_files_the_app_serves(app, page):
 
 
 def test_swagger_ui_renders_the_operations_in_a_browser_offline(app, chromium, tmp_path):  # noqa: F811
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive(), "the server did not start"
-            threading.Event().wait(0.02)
-        dom = dump_dom(chromium, f"http://127.0.0.1:{sock.getsockname()[1]}/docs", tmp_path / "chromium")
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serving_http(app, lifespan="on") as url:
+        dom = dump_dom(chromium, f"{url}/docs", tmp_path / "chromium")
     text = dom.text()
     assert "/v1/talking-face" in text and "/v1/jobs" in text

@@ -6,7 +6,6 @@ flag), the REST form, the jobs API through a real worker, ``GET /v1/models`` and
 dashboard rendered in Chromium.
 """
 
-import threading
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from service.cli import main
 from service.jobs.worker import Worker
 from tests.conftest import EXAMPLES
 from tests.test_api import FACE, assert_error, make_settings, serving, upload, wait_for, wav_bytes
-from tests.test_dashboard_static import chromium, dump_dom  # noqa: F401  (chromium is a fixture)
+from tests.test_dashboard_static import chromium, dump_dom, serving_http  # noqa: F401  (chromium is a fixture)
 
 SIDE = 32
 
@@ -134,24 +133,8 @@ def test_models_lists_the_plugin_with_its_declaration(served):
 
 
 def test_the_dashboard_shows_the_plugin(served, chromium, tmp_path):  # noqa: F811
-    import socket
-
-    import uvicorn
-
     _, settings = served
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive(), "the server did not start"
-            threading.Event().wait(0.02)
-        dom = dump_dom(chromium, f"http://127.0.0.1:{sock.getsockname()[1]}/dashboard", tmp_path / "chromium")
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serving_http(create_app(settings), lifespan="on") as url:
+        dom = dump_dom(chromium, f"{url}/dashboard", tmp_path / "chromium")
     rows = dom.by_id("models").find_all("tr", data_model_id="toy")
     assert len(rows) == 1 and "tint=0" in rows[0].text() and "image + audio" in rows[0].text()
