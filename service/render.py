@@ -59,7 +59,8 @@ def check_output(path) -> Path:
 
 
 def read_inputs(pipe, image, audio=None, video=None, face_index=0, limits=Limits()) -> TalkingFaceInput:
-    """Decode and check the files of one request for ``pipe``.
+    """Decode and check the files of one request for ``pipe`` (a pipeline, or its class: only
+    its declared ``accepts_video`` is read, so the files can be checked before weights load).
 
     A ``video`` drives the lips of a model that declares ``accepts_video`` (its own sound
     goes into the result); for any other model it is only the source of the voice.

@@ -76,7 +76,7 @@ def score_example(pipe, image, audio, sample_rate=16000):
     quarter of the mouth width and lowered by the largest jaw drop of the clips.
     """
     from models import metrics
-    from models.atvgnet.evaluate import crop_landmarks
+    from models.common.evaluate import crop_landmarks
 
     reference, frames = demo.example_frames(pipe, image, audio, sample_rate)
     mouth = reference.landmarks[48:68]

@@ -14,11 +14,7 @@ import torch
 
 from models.atvgnet import dataset
 from models.atvgnet.pipeline import COMPONENT_SCALE
-from models.common.evaluate import crop_landmarks, evaluate_clips, score_clip
-
-# crop_landmarks and score_clip are the shared ones (models.common.evaluate), named here too
-# because ATVGnet's callers (the demo builder) find them with the system.
-__all__ = ["crop_landmarks", "evaluate", "generate_clip", "score_clip"]
+from models.common.evaluate import evaluate_clips, score_clip
 
 
 @torch.inference_mode()
