@@ -25,7 +25,19 @@ DAVS_SOURCE = ("the Google Drive link in the README of "
                "github.com/Hangz-nju-cuhk/Talking-Face-Generation-DAVS")
 DAVS_LICENCE = "non-commercial research and educational use only (authors' LICENSE)"
 DAVS_CHECKPOINT = "101_DAVS_checkpoint.pth.tar"
+# Where `talkingface weights download` fetches the authors' files (weights/README.md):
+# the checkpoints' Drive folder as the authors' README links it now, then its earlier link;
+# the arrays from the repository; the DAVS checkpoint's Drive link.
+ATVGNET_DRIVE = ("https://drive.google.com/drive/folders/1McjJsKS_yrgEZeB1fb-Og-N2gf2PQMF6",
+                 "https://drive.google.com/drive/folders/1WYhqKBFX6mLtdJ8sYVLdWUqp5FJDmphg")
+ATVGNET_BASICS_URL = "https://raw.githubusercontent.com/lelechen63/ATVGnet/master/basics/"
+DAVS_DRIVE = ("https://drive.google.com/open?id=1UW22xm4r9AewNoySyPd2fyUab0nqymBR",)
 DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "demo"
+
+
+def basics_sources(name):
+    """``WeightFile`` sources of one array of the ``basics/`` folder of the ATVGnet repository."""
+    return {"urls": (ATVGNET_BASICS_URL + name,), "aliases": ("basics/" + name,)}
 
 
 @dataclass(frozen=True)
@@ -63,23 +75,29 @@ REGISTRY = {
         },
         files=(
             WeightFile("atnet_lstm_18.pth", "AT-net checkpoint (LSTM, LRW)", ATVGNET_SOURCE,
-                       licence=ATVGNET_LICENCE),
+                       licence=ATVGNET_LICENCE, urls=ATVGNET_DRIVE, aliases=("model/atnet_lstm_18.pth",)),
             WeightFile("generator_23.pth", "VG-net checkpoint (LRW)", ATVGNET_SOURCE,
-                       licence=ATVGNET_LICENCE),
+                       licence=ATVGNET_LICENCE, urls=ATVGNET_DRIVE, aliases=("model/generator_23.pth",)),
             WeightFile("U_lrw1.npy", "landmark PCA basis (LRW)", ATVGNET_BASICS,
-                       "bad092cf68bfde439aca0ded470ec7f7571e41ac782eea16646d13ef875b5c7f", ATVGNET_LICENCE),
+                       "bad092cf68bfde439aca0ded470ec7f7571e41ac782eea16646d13ef875b5c7f", ATVGNET_LICENCE,
+                       **basics_sources("U_lrw1.npy")),
             WeightFile("mean_lrw1.npy", "landmark PCA mean (LRW)", ATVGNET_BASICS,
-                       "58111c6df75c2145e36fa329724c8eee8f78fcb8a1c7ceae26f5dd2e99733ccb", ATVGNET_LICENCE),
+                       "58111c6df75c2145e36fa329724c8eee8f78fcb8a1c7ceae26f5dd2e99733ccb", ATVGNET_LICENCE,
+                       **basics_sources("mean_lrw1.npy")),
             WeightFile("S.npy", "shape basis of the landmark normalisation", ATVGNET_BASICS,
-                       "2695fd14fcb9bc6960eeca020b1ae1cfd62e7a32e2f643510b4756fc5975ef12", ATVGNET_LICENCE),
+                       "2695fd14fcb9bc6960eeca020b1ae1cfd62e7a32e2f643510b4756fc5975ef12", ATVGNET_LICENCE,
+                       **basics_sources("S.npy")),
             WeightFile("mean_shape_img.npy", "Procrustes template", ATVGNET_BASICS,
-                       "57a165b63c90db0b531a3759413cf23655a4457b18b406c6cf7ce448f41e5102", ATVGNET_LICENCE),
+                       "57a165b63c90db0b531a3759413cf23655a4457b18b406c6cf7ce448f41e5102", ATVGNET_LICENCE,
+                       **basics_sources("mean_shape_img.npy")),
             WeightFile("mean_shape_norm.npy", "normalised mean shape", ATVGNET_BASICS,
-                       "d27792388317f9de88e55f8f5c6375a809b23e7c1d13e112d1e99a017de7039c", ATVGNET_LICENCE),
+                       "d27792388317f9de88e55f8f5c6375a809b23e7c1d13e112d1e99a017de7039c", ATVGNET_LICENCE,
+                       **basics_sources("mean_shape_norm.npy")),
             WeightFile("base_68.npy", "face-crop template (eyes open)", ATVGNET_BASICS,
-                       "27cb7ce63fec6bc3c2a9723f4c184d004bddea1e6d683462ca01f687297167bc", ATVGNET_LICENCE),
+                       "27cb7ce63fec6bc3c2a9723f4c184d004bddea1e6d683462ca01f687297167bc", ATVGNET_LICENCE,
+                       **basics_sources("base_68.npy")),
             WeightFile("base_68_close.npy", "face-crop template (eyes closed)", ATVGNET_BASICS,
-                       licence=ATVGNET_LICENCE, optional=True),
+                       licence=ATVGNET_LICENCE, optional=True, **basics_sources("base_68_close.npy")),
         ),
     ),
     "davs": ModelSpec(
@@ -109,7 +127,7 @@ REGISTRY = {
         },
         files=(
             WeightFile(DAVS_CHECKPOINT, "ID encoder, decoder, MFCC and lip encoders (LRW)", DAVS_SOURCE,
-                       licence=DAVS_LICENCE),
+                       licence=DAVS_LICENCE, urls=DAVS_DRIVE, aliases=("checkpoints/" + DAVS_CHECKPOINT,)),
         ),
     ),
 }

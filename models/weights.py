@@ -3,6 +3,7 @@
 The authors' checkpoints are plain PyTorch files (often the legacy, pre-1.6 format,
 sometimes pickled by Python 2) read with ``torch.load(weights_only=True)``: tensors and
 containers only, never arbitrary objects. The project's own weights are safetensors.
+Fetching or importing the authors' files, on request only, is ``models.weights_install``.
 """
 
 import hashlib
@@ -14,6 +15,8 @@ import torch
 
 from models.errors import TalkingFaceError, WeightsMissing
 
+SHA256_SUFFIX = ".sha256"       # the recorded checksum of an installed file, beside it
+
 
 class WeightsInvalid(TalkingFaceError):
     """A checkpoint file exists but is not what the network expects."""
@@ -23,7 +26,14 @@ class WeightsInvalid(TalkingFaceError):
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One file a model needs, as listed in weights/README.md."""
+    """One file a model needs, as listed in weights/README.md.
+
+    ``source`` says in words where the file comes from (what a user downloads by hand);
+    ``urls`` are where ``talkingface weights download`` fetches it, tried in order: a
+    Google Drive folder or file link, or a plain HTTPS address (none: by hand only).
+    ``aliases`` are other names or paths under which the authors keep the file
+    (``checkpoints/101_DAVS_checkpoint.pth.tar``), matched by ``talkingface weights import``.
+    """
 
     name: str
     role: str
@@ -31,6 +41,8 @@ class WeightFile:
     sha256: str | None = None
     licence: str = ""
     optional: bool = False
+    urls: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
 
 
 def weights_dir(directory=None) -> Path:
@@ -46,6 +58,28 @@ def sha256sum(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_record(path) -> Path:
+    """Where the sha256 of a kept weights file is recorded: ``<name>.sha256`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + SHA256_SUFFIX)
+
+
+def record_sha256(path, digest: str) -> Path:
+    """Write ``digest`` beside ``path`` in ``sha256sum`` format (``sha256sum -c`` checks it)."""
+    record = sha256_record(path)
+    record.write_text(f"{digest}  {Path(path).name}\n")
+    return record
+
+
+def recorded_sha256(path) -> str | None:
+    """The sha256 recorded beside ``path`` when it was installed, or None."""
+    record = sha256_record(path)
+    if not record.is_file():
+        return None
+    digest = record.read_text().split(maxsplit=1)
+    return digest[0] if digest and len(digest[0]) == 64 else None
 
 
 def locate(file: WeightFile, directory) -> Path | None:
