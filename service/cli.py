@@ -9,6 +9,8 @@
     talkingface data prepare [--model MODEL] --videos DIR --out DIR
     talkingface train MODEL --data DIR --out DIR
     talkingface eval [--model MODEL] --data DIR [--weights DIR]
+    talkingface weights download MODEL [--weights DIR]
+    talkingface weights import MODEL PATH... [--weights DIR]
     talkingface weights build-demo [--model MODEL]
 
 This module is a shell: it names no model. ``generate`` takes one flag per option the
@@ -201,7 +203,7 @@ def cmd_generate(args):
 
 def cmd_models(args):
     from models import registry
-    from models.weights import weights_dir
+    from models.weights import recorded_sha256, weights_dir
 
     authors_folder = weights_dir(args.weights).resolve()
     for name, model in registry.REGISTRY.items():
@@ -227,8 +229,13 @@ def cmd_models(args):
             else:
                 state = "MISSING"
             print(f"    {state} {file.name:<22} {file.role}")
+            if path and recorded_sha256(path):
+                print(f"            sha256 {recorded_sha256(path)} (recorded when installed)")
             if not path:
                 print(f"            from {file.source}")
+        if not all(path for _, path in status):
+            print(f"  get them: talkingface weights download {name} (without internet: "
+                  f"talkingface weights import {name} PATH)")
 
 
 def cmd_bench(args):
@@ -327,6 +334,19 @@ def cmd_weights(args):
     print(json.dumps(_run(args), indent=2))
 
 
+def cmd_weights_install(args):
+    """``weights download`` and ``weights import``: one line a file, then whether the model is ready."""
+    from models import weights_install
+
+    if args.action == "download":
+        report = weights_install.download(args.model, args.weights, progress=not args.quiet)
+    else:
+        report = weights_install.import_files(args.model, args.paths, args.weights)
+    print("\n".join(report.lines()))
+    if not report.complete:
+        raise TalkingFaceError(report.problem())
+
+
 # ---------------------------------------------------------------------------------------
 # The parser
 
@@ -413,14 +433,34 @@ def add_eval(evl):
 
 
 def add_weights(wts):
+    from models import registry
+
+    actions = wts.add_subparsers(dest="action", required=True, metavar="{download,import,build-demo}")
+    with_files = [name for name, model in registry.REGISTRY.items() if model.files]
+    folder = "weights folder to fill (default $TALKINGFACE_WEIGHTS_DIR or ./weights)"
+
+    get = actions.add_parser("download", help="fetch the authors' files of a model from their sources, verified")
+    get.add_argument("model", choices=with_files)
+    get.add_argument("--weights", metavar="DIR", help=folder)
+    get.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    get.set_defaults(func=cmd_weights_install)
+
+    take = actions.add_parser("import", help="install the authors' files of a model from what you have, verified "
+                                             "(no internet needed)")
+    take.add_argument("model", choices=with_files)
+    take.add_argument("paths", nargs="+", metavar="PATH",
+                      help="a folder, a zip or tar archive, or loose files, under the authors' names")
+    take.add_argument("--weights", metavar="DIR", help=folder)
+    take.set_defaults(func=cmd_weights_install)
+
     commands = _commands("build-demo")
-    wts.add_argument("action", choices=["build-demo"])
-    _model_choice(wts, commands)
-    wts.add_argument("--out", help="weights folder to write (default weights/demo/<model>)")
-    wts.add_argument("--work", help="folder for the generated clips, dataset and runs (default: a temporary one)")
-    wts.add_argument("--seed", type=int, default=0)
-    wts.add_argument("-q", "--quiet", action="store_true")
-    _add_commands(wts, commands, "weights build-demo", cmd_weights)
+    demo = actions.add_parser("build-demo", help="build the demo weights from generated data")
+    _model_choice(demo, commands)
+    demo.add_argument("--out", help="weights folder to write (default weights/demo/<model>)")
+    demo.add_argument("--work", help="folder for the generated clips, dataset and runs (default: a temporary one)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("-q", "--quiet", action="store_true")
+    _add_commands(demo, commands, "weights build-demo", cmd_weights)
 
 
 # Subcommands whose flags come from the registered models: name -> (help, builder).
@@ -430,7 +470,7 @@ MODEL_SUBCOMMANDS = {
     "data": ("prepare training data from talking-head videos", add_data),
     "train": ("train a model on a prepared dataset", add_train),
     "eval": ("PSNR, SSIM, LMD, CPBD and lip-sync proxy on a prepared split", add_eval),
-    "weights": ("build the demo weights from generated data", add_weights),
+    "weights": ("download or import the authors' weights, verified; build the demo weights", add_weights),
 }
 
 
