@@ -233,6 +233,10 @@ def drive_folder_files(folder_id: str) -> list[tuple[str, str]]:
     try:
         entries = gdown.download_folder(id=folder_id, skip_download=True, quiet=True)
     except Exception as exc:  # gdown raises its own and requests' errors
+        if type(exc).__name__ in ("ConnectionError", "ConnectTimeout"):
+            cause = re.search(r"\[Errno [^\]]*\][^'\")]*", str(exc))
+            why = cause.group(0) if cause else "no connection"
+            raise SourceUnavailable(f"cannot reach Google Drive: {why}") from exc
         raise SourceUnavailable(f"cannot list the Google Drive folder: {_first_line(exc)}") from exc
     if not entries:
         raise SourceUnavailable("the Google Drive folder is empty, gone or not shared")
@@ -272,7 +276,8 @@ class Downloader:
         # Identity encoding: a Range then counts the file's own bytes, not compressed ones.
         self.client = httpx.Client(follow_redirects=True, timeout=timeout,
                                    headers={"User-Agent": "talkingface-weights", "Accept-Encoding": "identity"})
-        self._folders: dict[str, list[tuple[str, str]]] = {}
+        self._folders: dict[str, list[tuple[str, str]] | SourceUnavailable] = {}
+        self._unreachable: dict[str, str] = {}      # host -> why, so that one offline host fails once
 
     def close(self):
         self.client.close()
@@ -280,6 +285,9 @@ class Downloader:
     def fetch(self, url: str, weight_file: WeightFile, part: Path) -> None:
         """Bring ``weight_file`` from ``url`` into ``part``, resuming its bytes; SourceUnavailable when it cannot."""
         kind, value = parse_source(url)
+        host = urlsplit(url if kind == "http" else self.drive_url).hostname
+        if host in self._unreachable:
+            raise SourceUnavailable(self._unreachable[host])
         if kind == "http":
             resolve = lambda: url
         elif kind == "drive-file":
@@ -290,18 +298,26 @@ class Downloader:
         for attempt in range(self.retries + 1):
             try:
                 return self.transfer(resolve(), part)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                self._unreachable[host] = f"cannot reach {host}: {_first_line(exc)}"
+                raise SourceUnavailable(self._unreachable[host]) from exc
             except (httpx.TransportError, _ServerError) as exc:
                 if attempt == self.retries:
                     kept = part.stat().st_size if part.is_file() else 0
-                    raise SourceUnavailable(f"the transfer broke off ({_first_line(exc)}); its {kept} bytes are "
-                                            "kept and the next run resumes them") from exc
+                    resume = f"; its {kept} bytes are kept and the next run resumes them" if kept else ""
+                    raise SourceUnavailable(f"the transfer broke off ({_first_line(exc)}){resume}") from exc
                 time.sleep(self.backoff * 2 ** attempt)
 
     def folder_file_id(self, folder_id: str, weight_file: WeightFile) -> str:
         """The Drive id of ``weight_file`` (by its name or an alias) in a Drive folder."""
         if folder_id not in self._folders:
-            self._folders[folder_id] = self.list_folder(folder_id)
+            try:
+                self._folders[folder_id] = self.list_folder(folder_id)
+            except SourceUnavailable as exc:
+                self._folders[folder_id] = exc      # listed once a run, even when it fails
         entries = self._folders[folder_id]
+        if isinstance(entries, SourceUnavailable):
+            raise entries
         ranked = sorted((rank, path.count("/"), file_id) for file_id, path in entries
                         if (rank := match_rank(weight_file, path)) is not None)
         if not ranked:

@@ -16,6 +16,7 @@ import shutil
 import socket
 import tarfile
 import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -343,6 +344,21 @@ def test_a_source_that_is_gone_says_what_to_download_by_hand_and_where(toy, sour
         assert f"put it in {tmp_path} as " in line and f"talkingface weights import {toy} PATH" in line
     assert "the toy repository's basics/ folder" in basis and "the toy Drive link" in tiny
     assert sorted(report.lacking) == ["basis.npy", "tiny_net.pth"]
+
+
+def test_an_unreachable_host_fails_at_once_and_once(toy, tmp_path):
+    with socket.socket() as sock:          # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    fetcher = Downloader(progress=False, retries=3, backoff=30)        # a retry would take 30 s
+    tried, transfer = [], fetcher.transfer
+    fetcher.transfer = lambda url, part: tried.append(url) or transfer(url, part)
+    start = time.monotonic()
+    for weight_file in registry.spec(toy).files[:2]:
+        with pytest.raises(weights_install.SourceUnavailable, match=r"^cannot reach 127\.0\.0\.1: "):
+            fetcher.fetch(f"{dead}/files/{weight_file.name}", weight_file, tmp_path / "part")
+    assert time.monotonic() - start < 10 and tried == [f"{dead}/files/basis.npy"]   # the second never connects
+    assert not (tmp_path / "part").exists()
 
 
 def test_a_file_no_longer_in_the_drive_folder_is_named(toy, sources, tmp_path):
