@@ -2,8 +2,8 @@
 
 tests/data/pg2_reference.npz holds inputs, the outputs of the port's modules in reduced
 sizes and the state-dict keys and shapes of those and of the published configurations
-(made by tests/data/make_pg2_reference.py) with the seeded weights of tests/seeded.py,
-which are rebuilt here.
+(made by tests/data/make_pg2_reference.py) with the seeded weights of tests/seeded.py
+(with ReLU gain: ``seeded_port_state_dict``), which are rebuilt here.
 """
 
 import json

@@ -18,7 +18,9 @@ discriminators (``wgan_gp.py``) in small sizes, gives every variable the weights
 ``seeded_tf_variable``, saves them with ``tf.train.Saver`` (a V2 checkpoint, as the
 authors' trainer writes) and stores the checkpoint's ``.index`` file (names, shapes and
 offsets only; ``tests/test_pg2_convert.py`` rebuilds the ``.data`` file from the seeds)
-with the inputs and outputs. Shims, and why each reproduces what the authors ran:
+with the inputs and outputs (the committed file was made with tensorflow-cpu 2.21 and
+tf_slim 1.1; the tests need these entries, so regenerate it with ``--tf``). Shims, and
+why each reproduces what the authors ran:
 
 * ``tensorflow`` is ``tensorflow.compat.v1`` in graph mode, with ``tf.contrib.slim``,
   ``tf.contrib.layers`` and ``tf.contrib.framework`` taken from ``tf_slim`` (the same
