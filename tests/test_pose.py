@@ -1,8 +1,9 @@
-"""Body keypoints and the PG2 / Everybody Dance Now pose encodings (``models.perception.pose``).
+"""Body keypoints and the PG2 / PG2 port / Everybody Dance Now pose encodings (``models.perception.pose``).
 
 The encodings are compared, exactly, with ``tests/data/pose_reference.npz``: what the
-authors' code (PG2's ``convert_market.py``, EDN's ``data_prep/``) made of the same fixed
-keypoints, written by ``tests/data/make_pose_reference.py``. MediaPipe runs on the
+authors' code (PG2's ``convert_market.py``, EDN's ``data_prep/``) and the PyTorch port's
+``tool/generate_pose_map_add_mask.py`` made of the same fixed keypoints, written by
+``tests/data/make_pose_reference.py``. MediaPipe runs on the
 public-domain astronaut photo of scikit-image.
 """
 
@@ -83,11 +84,58 @@ def test_keypoints_to_rc_truncates_and_drops_unsure_joints():
     (np.full((18, 2), 128.0), "outside the 64x128"),
     (np.full((18, 2), [3.0, -2.0]), "outside"),
 ])
-def test_pg2_refuses_bad_keypoints(rc, message):
-    with pytest.raises(InvalidInput, match=message):
-        pose.pg2_pose_map(rc, (128, 64))
-    with pytest.raises(InvalidInput, match=message):
-        pose.pg2_pose_mask(rc, (128, 64))
+def test_pg2_and_port_refuse_bad_keypoints(rc, message):
+    for encode in (pose.pg2_pose_map, pose.pg2_pose_mask, pose.port_pose_map, pose.port_pose_mask):
+        with pytest.raises(InvalidInput, match=message):
+            encode(rc, (128, 64))
+
+
+# ---------------------------------------------------------------------------------------
+# PG2's PyTorch port
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_port_pose_map_equals_key_point_to_map(ref, case):
+    size, rc = tuple(ref[f"pg2.{case}.size"]), ref[f"pg2.{case}.rc"]
+    pose_map = pose.port_pose_map(rc, size)
+    assert pose_map.dtype == np.float32 and pose_map.shape == (*size, 18)
+    np.testing.assert_array_equal(pose_map, ref[f"port.{case}.map"])
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_port_pose_mask_equals_key_point_to_mask(ref, case):
+    size, rc = tuple(ref[f"pg2.{case}.size"]), ref[f"pg2.{case}.rc"]
+    mask = pose.port_pose_mask(rc, size)
+    assert mask.dtype == bool and mask.shape == size
+    np.testing.assert_array_equal(mask, ref[f"port.{case}.mask"])
+
+
+def test_port_encodings_of_integer_keypoints_as_the_port_reads_them(ref):
+    # The reference ran the port on int64 keypoints here, as its annotation CSVs hold.
+    rc = ref["pg2.0.rc"].astype(np.int64)
+    np.testing.assert_array_equal(pose.port_pose_map(rc, (128, 64)), ref["port.0.map"])
+    np.testing.assert_array_equal(pose.port_pose_mask(rc, (128, 64)), ref["port.0.mask"])
+
+
+def test_the_port_reference_differs_from_pg2_where_expected(ref):
+    market = ref["port.0.map"]
+    assert market.min() == 0 and market.max() == 1 and market[127, 63, 13] == 1
+    assert not market[..., [4, 17]].any() and (market[..., 0] == 1).sum() == 1    # missing joints: zero
+    assert not ref["port.2.map"].any() and not ref["port.2.mask"].any()    # nobody
+    assert ref["port.3.mask"].sum() == 109 and not ref["pg2.3.mask"].any()  # a lone joint is drawn
+    assert ref["port.0.mask"].sum() > ref["pg2.0.mask"].sum()              # radius 6, not 4
+
+
+def test_port_pose_map_is_a_gaussian_of_sigma_6():
+    rc = np.full((18, 2), -1)
+    rc[2] = (40, 20)
+    pose_map = pose.port_pose_map(rc, (128, 64))
+    assert pose_map[40, 20, 2] == 1 and not np.delete(pose_map, 2, axis=2).any()
+    np.testing.assert_allclose(pose_map[46, 20, 2], np.exp(-0.5), rtol=1e-7)
+    np.testing.assert_allclose(pose_map[40, 26, 2], pose_map[34, 20, 2], rtol=0)
+    # The port's dataset feeds it channels first.
+    assert pose_map.transpose(2, 0, 1).shape == (18, 128, 64)
 
 
 # ---------------------------------------------------------------------------------------

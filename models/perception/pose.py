@@ -1,4 +1,4 @@
-"""Body keypoints (COCO-18) and the pose encodings of PG2 and Everybody Dance Now.
+"""Body keypoints (COCO-18) and the pose encodings of PG2, its PyTorch port and Everybody Dance Now.
 
 Keypoints are the 18 body joints of OpenPose's COCO model, in its order (``COCO18``): nose,
 neck, right shoulder / elbow / wrist, left shoulder / elbow / wrist, right hip / knee /
@@ -23,6 +23,11 @@ that code and ``tests/test_pose.py`` compares):
   ``(row, col)`` with -1 is the layout of the Market-1501 and DeepFashion keypoint files
   that later pose-transfer code (Siarohin et al.'s Deformable GANs, PyTorch ports of
   PG2) distributes; ``keypoints_to_rc`` converts.
+- PG2's PyTorch port (https://github.com/budui/Human-Pose-Transfer), whose released
+  ``G1.pth`` / ``G2.pth`` were trained on a different encoding, that of its
+  ``tool/generate_pose_map_add_mask.py``: a Gaussian heat map a joint
+  (``key_point_to_map``) and a body mask of larger disks (``key_point_to_mask``), over
+  the same ``keypoints_rc``. Which weights take which: ``port_pose_map``.
 - Everybody Dance Now, Chan et al., ICCV 2019 (https://github.com/carolineec/
   EverybodyDanceNow, ``data_prep/``): the stick figure of ``renderposeCOCO`` on the
   1080x1920 canvas of ``graph_train.py``, the label resizes, the 128x128 face box, the
@@ -34,6 +39,7 @@ Example:
 
     >>> keypoints = body_keypoints(rgb)                      # (18, 3) x, y, confidence
     >>> pose = pg2_pose_map(keypoints_to_rc(keypoints), (128, 64))   # int8 (128, 64, 18)
+    >>> port = port_pose_map(keypoints_to_rc(keypoints), (128, 64)).transpose(2, 0, 1)  # float32 (18, 128, 64)
     >>> label = edn_label(edn_stick_figure(keypoints))       # uint8 (512, 1024, 3)
 """
 
@@ -48,6 +54,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from PIL import Image
+from skimage.draw import disk
 from skimage.morphology import dilation, erosion
 
 from models.errors import InvalidInput, WeightsMissing
@@ -375,6 +382,79 @@ def pg2_pose_mask(keypoints_rc, size: tuple[int, int]) -> np.ndarray:
     if centres:
         _stamp(mask, np.concatenate([r for r, _ in centres]), np.concatenate([c for _, c in centres]), PG2_RADIUS)
     square = np.ones((5, 5), np.uint8)
+    return erosion(dilation(mask, square), square)
+
+
+# ---------------------------------------------------------------------------------------
+# PG2's PyTorch port (budui/Human-Pose-Transfer): Gaussian pose map and body mask
+# ---------------------------------------------------------------------------------------
+
+PORT_SIGMA = 6
+PORT_RADIUS = 6
+# 0-based joint pairs of the port's LIMB_SEQ: OpenPose's 19 COCO limbs, shoulder-ear included.
+PORT_MASK_LIMBS = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12),
+                   (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (2, 16), (5, 17))
+
+
+def port_pose_map(keypoints_rc, size: tuple[int, int], sigma: float = PORT_SIGMA) -> np.ndarray:
+    """The PyTorch port's pose input: a Gaussian heat map a joint (``key_point_to_map``).
+
+    Channel ``k`` is ``exp(-((row - r_k)^2 + (col - c_k)^2) / (2 sigma^2))``, 1 at the joint,
+    and all 0 when joint ``k`` is missing. The port's dataset (``load_bone_data`` of
+    ``dataset/base.py``) feeds it to the network transposed to ``(18, H, W)``.
+
+    Which encoding a PG2 generator takes depends on its weights:
+
+    - the port's released ``G1.pth`` / ``G2.pth``: this one (values in [0, 1]);
+    - weights converted from the authors' TensorFlow checkpoints, and this project's own
+      PG2 training: ``pg2_pose_map`` (values in {-1, 1}).
+
+    Args:
+        keypoints_rc: ``(18, 2)`` ``(row, col)``, -1 for a missing joint.
+        size: ``(H, W)``: 128x64 for Market-1501, the port's dataset.
+        sigma: the Gaussian's standard deviation in pixels (the port's 6).
+
+    Returns:
+        float32 ``(H, W, 18)`` in [0, 1].
+    """
+    rc, present = _check_rc(keypoints_rc, size)
+    rows, cols = np.mgrid[:size[0], :size[1]]
+    pose = np.zeros((*size, NUM_KEYPOINTS), np.float32)
+    for joint in np.flatnonzero(present):
+        # The port's float64 arithmetic, one joint at a time, rounded to float32 on storing.
+        pose[:, :, joint] = np.exp(-((rows - rc[joint, 0]) ** 2 + (cols - rc[joint, 1]) ** 2) / (2 * sigma ** 2))
+    return pose
+
+
+def port_pose_mask(keypoints_rc, size: tuple[int, int], radius: int = PORT_RADIUS) -> np.ndarray:
+    """The PyTorch port's body mask for its pose-mask loss (``key_point_to_mask``).
+
+    Disks of ``radius`` (the pixels strictly inside the circle, as ``skimage.draw.circle``
+    drew them and ``skimage.draw.disk`` still does) at every present joint and, for each
+    limb of ``PORT_MASK_LIMBS`` whose two joints exist, at ``int(length / radius) - 1``
+    evenly spaced points between them (``expand_key_points``); the drawing is then closed
+    (dilated, then eroded) with a square of side ``radius + 3``. Unlike PG2's mask, a lone
+    joint is drawn too. Goes with ``port_pose_map``, for the port's released weights.
+
+    Args:
+        keypoints_rc: ``(18, 2)`` ``(row, col)``, -1 for a missing joint.
+        size: ``(H, W)``.
+        radius: disk radius and limb sampling step in pixels (the port's 6).
+
+    Returns:
+        bool ``(H, W)``, as the port saves it.
+    """
+    rc, present = _check_rc(keypoints_rc, size)
+    centres = list(rc[present])
+    for a, b in PORT_MASK_LIMBS:
+        if present[a] and present[b]:
+            samples = int(np.linalg.norm(rc[a] - rc[b]) / radius)
+            # The port's arithmetic, in its order: from + (i / n) * (to - from).
+            centres += [rc[a] + (i / samples) * (rc[b] - rc[a]) for i in range(1, samples)]
+    mask = np.zeros(size, bool)
+    for centre in centres:
+        mask[disk(centre, radius, shape=size)] = True
+    square = np.ones((radius + 3, radius + 3), np.uint8)
     return erosion(dilation(mask, square), square)
 
 

@@ -1,15 +1,22 @@
 """Make tests/data/pose_reference.npz by running the authors' pose encodings once.
 
-Usage:  python tests/data/make_pose_reference.py PATH/TO/Pose-Guided-Person-Image-Generation PATH/TO/EverybodyDanceNow
+Usage:  python tests/data/make_pose_reference.py PATH/TO/Pose-Guided-Person-Image-Generation PATH/TO/EverybodyDanceNow \
+            [PATH/TO/Human-Pose-Transfer]
 
-The paths are checkouts of charliememory/Pose-Guided-Person-Image-Generation (PG2) and
-carolineec/EverybodyDanceNow (EDN); nothing of them is copied here. On fixed keypoints
+The paths are checkouts of charliememory/Pose-Guided-Person-Image-Generation (PG2),
+carolineec/EverybodyDanceNow (EDN) and, optionally, budui/Human-Pose-Transfer (PG2's
+PyTorch port); nothing of them is copied here. Without the port's checkout its entries
+are carried over from the existing file, which must then hold the same PG2 keypoints.
+On fixed keypoints
 (made below: missing joints, joints at the image borders and beyond the canvas, low
 confidences, frames the normalisation cannot use) the file stores what these produce:
 
 * PG2, ``datasets/convert_market.py`` (the conversion that wrote PG2's training records):
   ``_getSparsePose`` + ``_sparse2dense`` (the pose map, before the trainer's ``* 2 - 1``)
   and ``_getPoseMask``, at the Market-1501 (128x64) and DeepFashion (256x256) sizes;
+* the port, ``tool/generate_pose_map_add_mask.py`` (which wrote the pose maps and masks
+  its released weights were trained on): ``key_point_to_map`` and ``key_point_to_mask``
+  with ``compute_pose``'s defaults (sigma 6, radius 6), on the same keypoints as PG2;
 * EDN, ``data_prep/renderopenpose.py``: ``renderposeCOCO`` on ``graph_train.py``'s white
   1080x1920 canvas (channels swapped as it saves the label), the label's LANCZOS resize,
   ``scale_resize`` + ``fix_scale_coords``; the face-box lines of ``graph_train.py``; the
@@ -26,6 +33,19 @@ Shims, and why each reproduces what the authors ran:
   division``, as Python 3 does.
 * PG2 reads OpenPose peaks, per joint ``[(x, y, score, id)]`` or ``[]`` when missing; they
   are built from the ``(row, col)`` keypoints, ``(-1, -1)`` meaning missing.
+* The port draws its disks with ``skimage.draw.circle``, removed in scikit-image 0.19.
+  The port's time (2019) had 0.14 to 0.16, whose ``circle(r, c, radius, shape)`` is
+  ``ellipse(r, c, radius, radius, shape)``: the pixels of the circle's bounding box,
+  clipped to ``shape``, with ``(dr / radius)^2 + (dc / radius)^2 < 1`` (strictly inside).
+  ``old_circle`` is that code, unchanged but for the rotation, which ``circle`` leaves at
+  0; ``check_old_circle`` compares it with today's ``skimage.draw.disk`` on random
+  fractional centres (inside, at and beyond the borders) and radii before it is used.
+  ``skimage.morphology.square`` (deprecated in 0.25) is ``np.ones((w, w), np.uint8)`` as
+  before, stood in when gone. ``dilation`` and ``erosion`` still call
+  ``ndi.grey_dilation`` / ``ndi.grey_erosion`` with their default ``reflect`` border, as
+  0.16 did; the port's 9x9 square is odd and symmetric, so no shift or mirroring applies.
+* The port reads its keypoints from annotation CSVs of integers: integral cases are
+  passed to it as int64, the others as float64 (its arithmetic casts both to float64).
 * The EDN scripts are Python 2: they are converted by lib2to3's ``print``, ``dict`` and
   ``filter`` fixers (``print x``, and dict views and ``filter`` made lists as Python 2
   returned them, so that ``keys().sort()`` works). Their arithmetic divides floats only.
@@ -97,6 +117,71 @@ def import_pg2(code_dir):
     sys.path.insert(0, str(code_dir / "datasets"))
     import convert_market
     return convert_market
+
+
+def old_ellipse_in_shape(shape, center, radii):
+    """scikit-image 0.16's ``_ellipse_in_shape`` at rotation 0."""
+    r_lim, c_lim = np.ogrid[0:float(shape[0]), 0:float(shape[1])]
+    r_org, c_org = center
+    r_rad, c_rad = radii
+    rotation = 0.0
+    sin_alpha, cos_alpha = np.sin(rotation), np.cos(rotation)
+    r, c = (r_lim - r_org), (c_lim - c_org)
+    distances = ((r * cos_alpha + c * sin_alpha) / r_rad) ** 2 \
+        + ((r * sin_alpha - c * cos_alpha) / c_rad) ** 2
+    return np.nonzero(distances < 1)
+
+
+def old_circle(r, c, radius, shape=None):
+    """scikit-image 0.16's ``circle``: its ``ellipse(r, c, radius, radius, shape)`` at rotation 0."""
+    r_radius = c_radius = radius
+    rotation = 0.0
+    center = np.array([r, c])
+    radii = np.array([r_radius, c_radius])
+    r_radius_rot = abs(r_radius * np.cos(rotation)) + c_radius * np.sin(rotation)
+    c_radius_rot = r_radius * np.sin(rotation) + abs(c_radius * np.cos(rotation))
+    radii_rot = np.array([r_radius_rot, c_radius_rot])
+    upper_left = np.ceil(center - radii_rot).astype(int)
+    lower_right = np.floor(center + radii_rot).astype(int)
+    if shape is not None:
+        upper_left = np.maximum(upper_left, np.array([0, 0]))
+        lower_right = np.minimum(lower_right, np.array(shape[:2]) - 1)
+    shifted_center = center - upper_left
+    bounding_shape = lower_right - upper_left + 1
+    rr, cc = old_ellipse_in_shape(bounding_shape, shifted_center, radii)
+    rr.flags.writeable = True
+    cc.flags.writeable = True
+    rr += upper_left[0]
+    cc += upper_left[1]
+    return rr, cc
+
+
+def check_old_circle(cases=20000):
+    """``old_circle`` and today's ``skimage.draw.disk`` give the same pixels, in the same order."""
+    from skimage.draw import disk
+    rng = np.random.default_rng(1)
+    for n in range(cases):
+        shape = tuple(int(v) for v in rng.integers(2, 300, 2))
+        centre = rng.uniform(-12, np.array(shape) + 12)
+        if n % 3 == 0:
+            centre = np.round(centre)                    # integer centres, as from the CSVs
+        elif n % 3 == 1:
+            centre = np.round(centre * 4) / 4            # on pixel halves and quarters
+        radius = int(rng.integers(1, 12)) if n % 2 else float(rng.uniform(0.5, 12))
+        old, new = old_circle(*centre, radius, shape), disk(tuple(centre), radius, shape=shape)
+        assert all(np.array_equal(a, b) for a, b in zip(old, new)), (shape, centre, radius)
+
+
+def import_port(code_dir):
+    import skimage.draw
+    import skimage.morphology
+    check_old_circle()
+    skimage.draw.circle = old_circle
+    if not hasattr(skimage.morphology, "square"):
+        skimage.morphology.square = lambda width: np.ones((width, width), np.uint8)
+    sys.path.insert(0, str(code_dir / "tool"))
+    import generate_pose_map_add_mask
+    return generate_pose_map_add_mask
 
 
 def import_edn(code_dir):
@@ -231,6 +316,23 @@ def pg2_reference(pg2, size, rc):
     return (pose * 2 - 1).astype(np.int8), mask.astype(np.uint8)
 
 
+def port_reference(port, size, rc):
+    keypoints = rc.astype(np.int64) if np.array_equal(rc, np.round(rc)) else rc
+    pose_map = port.key_point_to_map(keypoints, tuple(size), sigma=6)
+    mask = port.key_point_to_mask(keypoints, tuple(size), radius=6)
+    assert pose_map.dtype == np.float32 and mask.dtype == bool
+    return pose_map, mask
+
+
+def carried_port_entries(data):
+    """The port's entries of the existing file, for the same PG2 keypoints."""
+    with np.load(HERE / "pose_reference.npz") as old:
+        for key in [k for k in data if k.startswith("pg2.") and k.endswith((".size", ".rc"))]:
+            if not np.array_equal(old[key], data[key]):
+                sys.exit(f"{key} changed: give the Human-Pose-Transfer checkout to remake the port's entries")
+        return {key: old[key] for key in old.files if key.startswith("port.")}
+
+
 def edn_canvas(edn, posepts):
     canvas = edn.render.renderposeCOCO(list(posepts.ravel()), 255 * np.ones((1080, 1920, 3), dtype="uint8"))
     return canvas[:, :, [2, 1, 0]]
@@ -348,15 +450,20 @@ def run_posenorm(edn, work, target, source, params=None):
 # ---------------------------------------------------------------------------------------
 
 
-def main(pg2_dir, edn_dir):
+def main(pg2_dir, edn_dir, port_dir=None):
     pg2 = import_pg2(pg2_dir)
     edn = import_edn(edn_dir)
+    port = import_port(port_dir) if port_dir else None
     rng = np.random.default_rng(0)
     data = {}
 
     for i, (size, rc) in enumerate(pg2_cases(rng)):
         data[f"pg2.{i}.size"], data[f"pg2.{i}.rc"] = np.array(size), rc
         data[f"pg2.{i}.map"], data[f"pg2.{i}.mask"] = pg2_reference(pg2, size, rc)
+        if port:
+            data[f"port.{i}.map"], data[f"port.{i}.mask"] = port_reference(port, size, rc)
+    if not port:
+        data.update(carried_port_entries(data))
 
     poses = odd_poses(rng)
     data["edn.figure.posepts"] = poses
@@ -403,4 +510,6 @@ def main(pg2_dir, edn_dir):
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve())
+    if len(sys.argv) not in (3, 4):
+        sys.exit(__doc__.split("\n\n")[1])
+    main(*(Path(arg).resolve() for arg in sys.argv[1:]))
