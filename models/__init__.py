@@ -4,11 +4,12 @@ Nothing here knows about HTTP or databases; ``service`` builds on it.
 """
 
 from models.errors import InvalidInput, NoFaceFound, TalkingFaceError, UnknownModel, WeightsMissing
-from models.types import TalkingFaceInput, Video
+from models.types import PoseTransferInput, TalkingFaceInput, Video
 
 __all__ = [
     "InvalidInput",
     "NoFaceFound",
+    "PoseTransferInput",
     "TalkingFaceError",
     "TalkingFaceInput",
     "UnknownModel",

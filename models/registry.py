@@ -10,6 +10,7 @@ weights, bench). ``service/`` reads both and names no model.
 """
 
 import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,10 @@ ATVGNET_DRIVE = ("https://drive.google.com/drive/folders/1McjJsKS_yrgEZeB1fb-Og-
                  "https://drive.google.com/drive/folders/1WYhqKBFX6mLtdJ8sYVLdWUqp5FJDmphg")
 ATVGNET_BASICS_URL = "https://raw.githubusercontent.com/lelechen63/ATVGnet/master/basics/"
 DAVS_DRIVE = ("https://drive.google.com/open?id=1UW22xm4r9AewNoySyPd2fyUab0nqymBR",)
+PG2_SOURCE = ("the Google Drive file (weights.zip) linked from the README of github.com/budui/Human-Pose-Transfer "
+              "(section Pre-trained model)")
+PG2_LICENCE = "MIT (the PyTorch port's LICENSE); trained on Market-1501, whose images are for research use"
+PG2_DRIVE = ("https://drive.google.com/open?id=1BCT4cF07Cq0EM62-Re6S56aTs_cc2280",)
 DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "demo"
 
 
@@ -130,6 +135,27 @@ REGISTRY = {
                        licence=DAVS_LICENCE, urls=DAVS_DRIVE, aliases=("checkpoints/" + DAVS_CHECKPOINT,)),
         ),
     ),
+    "pg2": ModelSpec(
+        name="pg2",
+        task="pose-transfer",
+        paper="Ma, Jia, Sun, Schiele, Tuytelaars and Van Gool, Pose Guided Person Image Generation, NeurIPS 2017",
+        pipeline="models.pg2.pipeline:PG2Pipeline",
+        demo=DEMO_WEIGHTS / "pg2",
+        # The PyTorch port's release (Market-1501, 128 x 64). The authors' TensorFlow
+        # checkpoints (Market-1501, DeepFashion) become project folders through
+        # ``talkingface weights convert-pg2`` (``models.pg2.convert``).
+        networks={
+            "g1": NetworkSpec("models.pg2.networks:PoseIntegrationGenerator", "G1.pth"),
+            "g2": NetworkSpec("models.pg2.networks:ImageRefinementGenerator", "G2.pth"),
+            "discriminator": NetworkSpec("models.pg2.networks:ImageDiscriminator"),
+        },
+        files=(
+            WeightFile("G1.pth", "G1, pose integration (the PyTorch port, Market-1501)", PG2_SOURCE,
+                       licence=PG2_LICENCE, urls=PG2_DRIVE, aliases=("weights/G1.pth",)),
+            WeightFile("G2.pth", "G2, image refinement (the PyTorch port, Market-1501)", PG2_SOURCE,
+                       licence=PG2_LICENCE, urls=PG2_DRIVE, aliases=("weights/G2.pth",)),
+        ),
+    ),
 }
 
 
@@ -189,12 +215,31 @@ def resolve_weights(system, weights=None):
                                           for f in model.files)
     folder = weights_lib.weights_dir(weights)
     if weights is not None:
-        return ("project" if (folder / "config.json").is_file() else "authors"), folder
+        return ("project" if _project_of(folder) in (system, "") else "authors"), folder
     if authors_complete(folder):
         return "authors", folder
     if model.demo and (model.demo / "config.json").is_file():
         return "project", model.demo
     return "authors", folder
+
+
+def default_model(task, preferred=None):
+    """The model a request for ``task`` gets when it names none: ``preferred`` if it does the
+    task, else the first registered model that does (None when no model does)."""
+    if preferred in REGISTRY and REGISTRY[preferred].task == task:
+        return preferred
+    return next((name for name, model in REGISTRY.items() if model.task == task), None)
+
+
+def _project_of(folder) -> str | None:
+    """The model a project weights folder is for ("" when its config does not say), None when it is none."""
+    config = Path(folder) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return str(json.loads(config.read_text()).get("model") or "")
+    except (ValueError, OSError, AttributeError):
+        return ""
 
 
 def pipeline_class(system):

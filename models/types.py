@@ -1,4 +1,4 @@
-"""The inputs and outputs every talking-face pipeline speaks (see DESIGN.md, pipeline contract)."""
+"""The inputs and outputs the pipelines speak (see DESIGN.md, pipeline contract)."""
 
 from dataclasses import dataclass, field
 from typing import Iterable, Union
@@ -51,3 +51,20 @@ class Video:
     audio: np.ndarray | None
     sample_rate: int
     info: dict = field(default_factory=dict)
+
+
+@dataclass
+class PoseTransferInput:
+    """A photo of a person and the pose to draw them in.
+
+    Args:
+        image: RGB photo of the person, uint8, (H, W, 3).
+        pose: target body keypoints, float (18, 3): (x, y, confidence) in OpenPose's
+            COCO-18 order (``models.perception.pose``); confidence 0 marks a missing one.
+        pose_size: (height, width) of the frame the keypoints are measured in; the
+            pipeline scales them to the photo it draws.
+    """
+
+    image: np.ndarray
+    pose: np.ndarray
+    pose_size: tuple[int, int]

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 
-from service.api import dashboard, errors, files, health, jobs, models, talking_face, workers
+from service.api import dashboard, errors, files, health, jobs, models, pose, talking_face, workers
 from service.api.serialize import job_body
 from service.jobs.store import JobStore
 from service.prometheus import HTTPMetrics, build_registry
@@ -91,14 +91,15 @@ def create_app(settings: Settings | None = None, start_workers: bool = False) ->
     # refused while it streams in, before it reaches a temporary file.
     app = FastAPI(title="talkingface", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   max_body_size=2 * settings.max_upload_bytes + (1 << 20),
-                  description="Talking-face video from a photo and a voice clip, as durable jobs.")
+                  description="Talking-face video from a photo and a voice clip, and pose-driven people, "
+                              "as durable jobs.")
     app.state.settings = settings
     app.state.store = store
     registry, requests, latency = build_registry(store, settings)
     app.state.metrics_registry = registry
     app.add_middleware(HTTPMetrics, requests=requests, latency=latency)
     errors.install(app)
-    for router in (talking_face.router, files.router, jobs.router, models.router, workers.router,
+    for router in (talking_face.router, pose.router, files.router, jobs.router, models.router, workers.router,
                    health.router, dashboard.router):
         app.include_router(router)
     add_docs(app)

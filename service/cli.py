@@ -1,6 +1,7 @@
 """The ``talkingface`` command.
 
     talkingface generate [--model MODEL] --image face.jpg (--audio speech.wav | --video talking.mp4) -o out.mp4
+    talkingface generate --model pg2 --image person.jpg --pose pose.json -o out.png
     talkingface models
     talkingface bench MODEL|api
     talkingface serve [--host --port --workers]
@@ -166,17 +167,38 @@ def option_argument(option) -> Argument:
 
 
 def cmd_generate(args):
-    from tqdm.auto import tqdm
-
     from models import registry
     from models.common.pipeline import check_options
+    from models.errors import InvalidInput
     from service import render
 
     name = registry.spec(args.model).name
     args.flags.resolve(args, name, "generate")
+    task = render.TASKS[registry.spec(name).task]
+    files = {role: getattr(args, role) for role in ("image", "audio", "video", "pose") if getattr(args, role)}
+    try:
+        task.check_roles(files, name, prefix="--")
+    except InvalidInput as exc:
+        raise TalkingFaceError(exc.message) from None
     render.check_output(args.output)
     pipeline = registry.pipeline_class(name)
     options = check_options(pipeline, {option: getattr(args, option, None) for option in pipeline.declared_options()})
+    if task.name == "talking-face":
+        return _generate_video(args, name, pipeline, options)
+    # The files are checked before the weights load.
+    inputs = task.read(pipeline, files, options, render.Limits(max_seconds=CLI_MAX_AUDIO_SECONDS))
+    pipe = registry.load(name, weights=args.weights, device=args.device)
+    result = task.render(pipe, inputs, args.output, options=options)
+    print(f"wrote {args.output} ({result.info['size'][1]} x {result.info['size'][0]}, "
+          f"weights: {result.info.get('weights')}, device: {result.info.get('device')})")
+
+
+def _generate_video(args, name, pipeline, options):
+    from tqdm.auto import tqdm
+
+    from models import registry
+    from service import render
+
     face_index = options.get("face_index", 0)
     # The files are checked before the weights load; reading them needs only what the
     # model takes (``accepts_video``), which its class declares.
@@ -358,12 +380,17 @@ def add_generate(gen):
     video_models = [name for name in names if registry.accepts_video(name)]
     default = default_model()
     gen.add_argument("--model", default=default, help=f"{_listing(names, 'or')} (default {default})")
-    gen.add_argument("--image", required=True, help="face photo (JPEG, PNG, WebP, BMP)")
-    driver = gen.add_mutually_exclusive_group(required=True)
-    driver.add_argument("--audio", help="voice clip (WAV, MP3, AAC, FLAC, OGG, or a video's sound)")
+    gen.add_argument("--image", required=True, help="face photo, or the person's photo (JPEG, PNG, WebP, BMP)")
+    driver = gen.add_mutually_exclusive_group()
+    driver.add_argument("--audio", help="talking face: voice clip (WAV, MP3, AAC, FLAC, OGG, or a video's sound)")
     lips = f"the lips follow it with {_listing(video_models, 'or')} (its sound is kept); " if video_models else ""
-    driver.add_argument("--video", help=f"driving video (MP4, MOV, MKV, WebM, AVI): {lips}other models use its sound")
-    gen.add_argument("-o", "--output", required=True, help="MP4 file to write")
+    driver.add_argument("--video", help=f"talking face: driving video (MP4, MOV, MKV, WebM, AVI): {lips}"
+                                        "other models use its sound")
+    pose_models = [name for name in names if registry.spec(name).task == "pose-transfer"]
+    if pose_models:
+        driver.add_argument("--pose", help=f"{_listing(pose_models, 'or')}: the target pose, OpenPose JSON "
+                                           "(keypoints in the photo's pixels) or a photo whose pose is taken")
+    gen.add_argument("-o", "--output", required=True, help="file to write: MP4 for a talking face, PNG for a pose")
     gen.add_argument("--weights", help="weights folder (default $TALKINGFACE_WEIGHTS_DIR or ./weights)")
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     gen.add_argument("--fp16", action="store_true", help="half-precision autocast on CUDA")
@@ -465,7 +492,8 @@ def add_weights(wts):
 
 # Subcommands whose flags come from the registered models: name -> (help, builder).
 MODEL_SUBCOMMANDS = {
-    "generate": ("make a talking-face MP4 from a photo and a voice clip (or a video)", add_generate),
+    "generate": ("make a talking-face MP4 from a photo and a voice clip (or a video), or a person in a new pose",
+                 add_generate),
     "bench": ("measure speed and memory; prints JSON", add_bench),
     "data": ("prepare training data from talking-head videos", add_data),
     "train": ("train a model on a prepared dataset", add_train),

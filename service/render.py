@@ -1,25 +1,33 @@
-"""One render path, for ``talkingface generate`` and the worker alike.
+"""One render path per task, for ``talkingface generate`` and the worker alike.
 
-    inputs = read_inputs(pipe, image=path, audio=path, limits=Limits(...))
-    result = render(pipe, inputs, "out.mp4", options={"paste_back": True}, progress=...)
+    task = TASKS[pipe.task]
+    inputs = task.read(pipe, {"image": path, "audio": path}, limits=Limits(...))
+    result = task.render(pipe, inputs, "out.mp4", options={"paste_back": True}, progress=...)
 
 Files are read and checked by content (``service.media``), the model's declared options
-are checked (``models.common.pipeline.check_options``), frames stream chunk by chunk from
-the pipeline into the MP4 writer, and ``progress(done, total)`` is called after every
-chunk; raising from it (a cancel, a lost lease) stops the work at that chunk.
+are checked (``models.common.pipeline.check_options``), and the result is written:
+
+* talking-face (``read_inputs``, ``render``): frames stream chunk by chunk from the
+  pipeline into the MP4 writer, and ``progress(done, total)`` is called after every chunk;
+  raising from it (a cancel, a lost lease) stops the work at that chunk.
+* pose-transfer (``read_pose_inputs``, ``render_pose``): one PNG.
+
+``TASKS`` says, per task, which input files a job takes, which kinds of upload each
+accepts, and what the result is; the job API, the worker and the CLI read it.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from models import TalkingFaceInput
+from models import PoseTransferInput, TalkingFaceInput
 from models.common.pipeline import check_options
 from models.errors import InvalidInput
 from service import media
@@ -78,6 +86,21 @@ def read_inputs(pipe, image, audio=None, video=None, face_index=0, limits=Limits
     return TalkingFaceInput(image=photo, audio=voice, sample_rate=SAMPLE_RATE, face_index=face_index, video=frames)
 
 
+def read_talking_face_files(pipe, files: dict, options: dict, limits=Limits()) -> TalkingFaceInput:
+    """``read_inputs`` for the files of a job: {"image", "audio" | "video"} paths."""
+    return read_inputs(pipe, image=files["image"], audio=files.get("audio"), video=files.get("video"),
+                       face_index=int(options.get("face_index", 0)), limits=limits)
+
+
+def _prepare(pipe, options):
+    """The request's options checked, torch seeded when asked, and the file's comment."""
+    options = check_options(type(pipe), dict(options or {}))
+    if options.get("seed") is not None:
+        # The talking-face models are deterministic; models that sample draw from this seed.
+        torch.manual_seed(options["seed"])
+    return options, f"talkingface {pipe.name}; weights: {pipe.info.get('weights')}"
+
+
 def render(pipe, inputs: TalkingFaceInput, output, options=None, progress=None, reference=None,
            comment="") -> Rendered:
     """Write the clip ``pipe`` makes of ``inputs`` to the MP4 ``output``.
@@ -92,11 +115,8 @@ def render(pipe, inputs: TalkingFaceInput, output, options=None, progress=None, 
         reference: ``pipe.prepare_reference``'s result when the caller already has it.
         comment: added to the MP4's comment after the model and weights.
     """
-    options = check_options(type(pipe), dict(options or {}))
-    if options.get("seed") is not None:
-        # The talking-face models are deterministic; models that sample draw from this seed.
-        torch.manual_seed(options["seed"])
-    metadata = {"comment": f"talkingface {pipe.name}; weights: {pipe.info.get('weights')}{comment}"}
+    options, label = _prepare(pipe, options)
+    metadata = {"comment": label + comment}
     with media.Mp4Writer(output, fps=pipe.fps, audio=inputs.audio, sample_rate=inputs.sample_rate,
                          metadata=metadata) as writer:
         for chunk in pipe.frame_chunks(inputs, paste_back=bool(options.get("paste_back")), progress=progress,
@@ -107,3 +127,105 @@ def render(pipe, inputs: TalkingFaceInput, output, options=None, progress=None, 
             "driven_by": "video" if inputs.video is not None else "audio"}
     return Rendered(frames=writer.frames_written, seconds=writer.frames_written / pipe.fps,
                     generated_at=generated_at, info=info)
+
+
+# ---------------------------------------------------------------------------------------
+# Pose transfer
+
+
+def read_pose(path, limits=Limits(), image_size=None):
+    """``(keypoints (18, 3), (height, width))`` of a pose file: OpenPose JSON or a photo.
+
+    A photo's pose is found by ``models.perception.pose.body_keypoints`` and measured in
+    that photo; an OpenPose file's keypoints are taken to be measured in ``image_size``
+    (the person's photo), as when OpenPose ran on a frame of that size.
+    """
+    from models.perception import pose as pose_lib
+
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    if head[:1] in (b"{", b"["):
+        if os.path.getsize(path) > pose_lib.MAX_JSON_BYTES:
+            raise InvalidInput(f"the pose file is larger than {pose_lib.MAX_JSON_BYTES} bytes")
+        with open(path, "rb") as f:
+            keypoints = pose_lib.read_openpose_json(f.read(), image_size=image_size)
+        return keypoints, tuple(image_size) if image_size is not None else None
+    photo = media.read_image(path, max_pixels=limits.max_pixels)
+    keypoints = pose_lib.body_keypoints(photo)
+    if not (keypoints[:, 2] > 0).any():
+        raise InvalidInput("no person's pose was found in the pose photo")
+    return keypoints, photo.shape[:2]
+
+
+def read_pose_inputs(pipe, files: dict, options: dict | None = None, limits=Limits()) -> PoseTransferInput:
+    """The person's photo and the target pose of a pose-transfer request, checked."""
+    photo = media.read_image(files["image"], max_pixels=limits.max_pixels)
+    keypoints, size = read_pose(files["pose"], limits, image_size=photo.shape[:2])
+    return PoseTransferInput(image=photo, pose=keypoints, pose_size=size)
+
+
+def render_pose(pipe, inputs: PoseTransferInput, output, options=None, progress=None, comment="", **_) -> Rendered:
+    """Write the image ``pipe`` makes of ``inputs`` to the PNG ``output``."""
+    from PIL import Image, PngImagePlugin
+
+    options, label = _prepare(pipe, options)
+    if progress is not None:
+        progress(0, 1)
+    image = pipe(inputs, **pipe.call_options(options))
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", label + comment)
+    text.add_text("Software", "talkingface")
+    Image.fromarray(np.ascontiguousarray(image)).save(output, format="PNG", pnginfo=text)
+    generated_at = time.time()
+    if progress is not None:
+        progress(1, 1)
+    info = {"weights": pipe.info.get("weights"), "device": pipe.info.get("device"),
+            "size": [int(image.shape[0]), int(image.shape[1])]}
+    return Rendered(frames=1, seconds=0.0, generated_at=generated_at, info=info)
+
+
+# ---------------------------------------------------------------------------------------
+# The tasks
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a job of one task takes and makes.
+
+    Attributes:
+        name: the registry's ``task`` of the models that do it.
+        inputs: {role: kinds of upload it accepts} (``service.api.files.classify``'s kinds).
+        required: groups of roles; a job gives exactly one role of each group.
+        suffix, media_type: of the result file.
+        read: ``read(pipe or its class, {role: path}, options, limits)`` -> the model's input.
+        render: ``render(pipe, inputs, output, options=, progress=, comment=)`` -> ``Rendered``.
+    """
+
+    name: str
+    inputs: dict
+    required: tuple
+    suffix: str
+    media_type: str
+    read: Callable
+    render: Callable
+
+    def check_roles(self, given, model, prefix="inputs."):
+        """InvalidInput unless ``given`` (role names) are this task's and name one role of each group."""
+        for role in given:
+            if role not in self.inputs:
+                raise InvalidInput(f"{prefix}{role} is not an input of {self.name}; "
+                                   f"it takes {', '.join(prefix + r for r in self.inputs)}")
+        for first, *others in self.required:
+            named = [role for role in (first, *others) if role in given]
+            if not named:
+                raise InvalidInput(f"{model} needs {prefix}{first}" + "".join(f" (or {prefix}{r})" for r in others))
+            if len(named) > 1:
+                raise InvalidInput(f"give {' or '.join(prefix + r for r in named)}, not both")
+
+
+TASKS = {
+    "talking-face": Task("talking-face", {"image": ("image",), "audio": ("audio", "video"), "video": ("video",)},
+                         (("image",), ("audio", "video")), ".mp4", "video/mp4", read_talking_face_files, render),
+    "pose-transfer": Task("pose-transfer", {"image": ("image",), "pose": ("pose", "image")},
+                          (("image",), ("pose",)), ".png", "image/png", read_pose_inputs, render_pose),
+}

@@ -1,10 +1,15 @@
-"""What every inference pipeline shares: declared options, the whole-clip call, weight folders.
+"""What every inference pipeline shares: declared options, the task bases, weight folders.
 
-A system's pipeline subclasses ``TalkingFacePipeline`` and supplies ``frame_chunks`` (the
-clip as a stream of uint8 frame chunks) and its constructors. The class declares, once,
-what the model takes: ``accepts_video`` and its ``options`` with types, defaults and
-limits. The CLI, the REST form, the job schema and the dashboard read that declaration,
-so a new model needs no change in ``service/``.
+A system's pipeline subclasses the base of its task and supplies its constructors and
+the task's method:
+
+* ``TalkingFacePipeline`` (photo + voice or driving video -> MP4): ``frame_chunks``, the
+  clip as a stream of uint8 frame chunks;
+* ``PoseTransferPipeline`` (photo of a person + target pose -> image): ``transfer``.
+
+The class declares, once, what the model takes: its ``options`` with types, defaults and
+limits (and ``accepts_video`` for a talking face). The CLI, the REST form, the job schema
+and the dashboard read that declaration, so a new model needs no change in ``service/``.
 
 The project's own weights live in one folder layout for every system (``save_project``
 writes it, ``read_project`` + ``load_project_networks`` read it):
@@ -28,7 +33,7 @@ from tqdm.auto import tqdm
 from models import weights as weights_lib
 from models.errors import InvalidInput
 from models.perception.audio import resample
-from models.types import TalkingFaceInput, Video
+from models.types import PoseTransferInput, TalkingFaceInput, Video
 
 PROJECT_CONFIG = "config.json"      # marks a folder of weights trained by this project
 CHECKSUMS = "SHA256SUMS"
@@ -125,12 +130,13 @@ class Option:
                 "choices": list(self.choices) if self.choices else None}
 
 
-# Options every talking-face model takes. ``paste_back`` and ``face_index`` go to the
-# pipeline; ``seed`` seeds torch before a job (for models that sample).
+# Every model takes a seed: it seeds torch before a job (for models that sample).
+SEED_OPTION = Option("seed", int, None, "random seed, for models that sample")
+# Options every talking-face model takes. ``paste_back`` and ``face_index`` go to the pipeline.
 COMMON_OPTIONS = (
     Option("paste_back", bool, False, "put the face back into the full photo"),
     Option("face_index", int, 0, "which face to animate, 0 = the largest", minimum=0, maximum=64),
-    Option("seed", int, None, "random seed, for models that sample"),
+    SEED_OPTION,
 )
 
 
@@ -155,26 +161,24 @@ def check_options(pipeline_class, options: dict) -> dict:
 # The pipeline base
 
 
-class TalkingFacePipeline:
-    """Base of the talking-face pipelines: one photo + a voice clip (or a driving video) -> frames.
+class Pipeline:
+    """What every pipeline declares: its registry ``name``, its ``task``, its options.
 
-    Subclasses set ``name``, ``fps``, ``sample_rate``, ``min_audio_seconds``, what they take
-    (``accepts_video``, ``options``) and implement ``frame_chunks``.
+    ``common_options`` are the task's (every model of the task takes them); ``options``
+    the model's own.
     """
 
     name: str = ""
-    task = "talking-face"
-    fps: float = 25.0
-    sample_rate: int = 16000
-    min_audio_seconds = 0.3
-    accepts_video = False             # True: lips can follow a driving video
-    options: tuple[Option, ...] = ()  # per-call options beyond COMMON_OPTIONS
+    task: str = ""
+    accepts_video = False             # True: a talking face whose lips can follow a driving video
+    common_options: tuple[Option, ...] = (SEED_OPTION,)
+    options: tuple[Option, ...] = ()  # per-call options beyond common_options
     info: dict
 
     @classmethod
     def declared_options(cls) -> dict[str, Option]:
         """Every option a request to this model may carry, by name."""
-        return {option.name: option for option in COMMON_OPTIONS + tuple(cls.options)}
+        return {option.name: option for option in tuple(cls.common_options) + tuple(cls.options)}
 
     @classmethod
     def call_options(cls, options: dict) -> dict:
@@ -189,13 +193,26 @@ class TalkingFacePipeline:
 
         return spec(cls.name).files
 
-    # -- checks shared by every system --------------------------------------------------
     @staticmethod
     def check_image(image) -> np.ndarray:
         image = np.ascontiguousarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InvalidInput("the image must be RGB uint8 of shape (H, W, 3)")
         return image
+
+
+class TalkingFacePipeline(Pipeline):
+    """Base of the talking-face pipelines: one photo + a voice clip (or a driving video) -> frames.
+
+    Subclasses set ``name``, ``fps``, ``sample_rate``, ``min_audio_seconds``, what they take
+    (``accepts_video``, ``options``) and implement ``frame_chunks``.
+    """
+
+    task = "talking-face"
+    common_options = COMMON_OPTIONS
+    fps: float = 25.0
+    sample_rate: int = 16000
+    min_audio_seconds = 0.3
 
     def prepare_audio(self, audio, sample_rate):
         """Mono float32 at the model's sample rate, checked for length."""
@@ -250,6 +267,25 @@ class TalkingFacePipeline:
         audio = None if inputs.audio is None else np.asarray(inputs.audio, np.float32)
         return Video(frames=np.concatenate(chunks), fps=self.fps, audio=audio, sample_rate=inputs.sample_rate,
                      info=self.video_info(inputs))
+
+
+class PoseTransferPipeline(Pipeline):
+    """Base of the pose-transfer pipelines: a photo of a person + a target pose -> an image.
+
+    Subclasses set ``name`` and ``options`` and implement ``transfer``.
+    """
+
+    task = "pose-transfer"
+
+    def transfer(self, inputs: PoseTransferInput, **options) -> np.ndarray:
+        """The person of ``inputs.image`` in ``inputs.pose``: uint8 RGB (H, W, 3).
+
+        ``options`` are the model's declared ``options``.
+        """
+        raise NotImplementedError
+
+    def __call__(self, inputs: PoseTransferInput, **options) -> np.ndarray:
+        return self.transfer(inputs, **options)
 
 
 # ---------------------------------------------------------------------------------------

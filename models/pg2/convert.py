@@ -459,6 +459,7 @@ def convert_tf_checkpoint(src, out_dir, name=None):
     dataset = _dataset(networks)
     if name is None:
         name = f"PG2 {dataset}, the authors' TF checkpoint" + (f" (step {step})" if step is not None else "")
+    # The authors' networks read ``pg2_pose_map``'s {-1, 1} discs (models.pg2.pipeline).
     extra = {"source": "authors' TensorFlow checkpoint (charliememory/Pose-Guided-Person-Image-Generation)",
-             "dataset": dataset, "step": step}
+             "dataset": dataset, "step": step, "pose_encoding": "authors"}
     return save_project(out_dir, "pg2", networks, name=name, extra=extra)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from models.errors import InvalidInput
-from service import media
+from service import media, render
 from service.api.deps import get_settings, get_store, require_key
 from service.api.errors import APIError
 from service.api.serialize import iso
@@ -25,7 +25,12 @@ def file_body(row):
 
 
 def classify(path, settings):
-    """'image', 'audio' or 'video' by content; InvalidInput for anything else."""
+    """'image', 'audio', 'video' or 'pose' (OpenPose JSON) by content; InvalidInput for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.lstrip()[:1] in (b"{", b"["):
+        render.read_pose(path)          # checked now: a job never meets a broken pose file
+        return "pose"
     try:
         media.read_image(path, max_pixels=settings.max_image_pixels)
         return "image"
@@ -33,11 +38,10 @@ def classify(path, settings):
         raise                           # an image, but too large: say so, not "unknown format"
     except InvalidInput:
         pass
-    with open(path, "rb") as f:
-        head = f.read(512)
     if media.sniff_container(head) is None:
-        raise InvalidInput("the file is not an image, audio or video this service reads "
-                           "(JPEG, PNG, WebP, BMP; WAV, MP3, AAC, FLAC, OGG; MP4, MOV, MKV, WebM, AVI)")
+        raise InvalidInput("the file is not an image, audio, video or pose this service reads "
+                           "(JPEG, PNG, WebP, BMP; WAV, MP3, AAC, FLAC, OGG; MP4, MOV, MKV, WebM, AVI; "
+                           "OpenPose JSON)")
     video = media.has_video_stream(path)
     try:
         media.read_audio(path, sample_rate=16000, max_seconds=settings.max_audio_seconds)
@@ -85,7 +89,7 @@ async def save_upload(upload: UploadFile, settings, store, field="file"):
 
 @router.post("", status_code=201)
 async def upload_file(file: UploadFile, settings=Depends(get_settings), store=Depends(get_store)):
-    """Upload an image, audio or video once; use its id in jobs."""
+    """Upload an image, audio, video or pose (OpenPose JSON) once; use its id in jobs."""
     return file_body(await save_upload(file, settings, store))
 
 

@@ -17,17 +17,22 @@ from service.api.deps import get_settings, get_store, require_key
 from service.api.errors import APIError
 from service.api.serialize import iso, job_body
 from service.jobs.store import FINAL, JobStatus
+from service.render import TASKS
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_key)])
 
 
 class Inputs(BaseModel):
+    """The uploaded files of a job, by role; which roles a task takes is in ``service.render.TASKS``."""
+
     model_config = ConfigDict(extra="forbid")
-    image: str = Field(description="id of an uploaded image (POST /v1/files)")
-    audio: str | None = Field(None, description="id of an uploaded audio (or video) file: the voice")
-    video: str | None = Field(None, description="id of an uploaded video: models that read lips "
+    image: str = Field(description="id of an uploaded image (POST /v1/files): the face, or the person")
+    audio: str | None = Field(None, description="talking-face: id of an uploaded audio (or video) file, the voice")
+    video: str | None = Field(None, description="talking-face: id of an uploaded video: models that read lips "
                                                 "(accepts_video in GET /v1/models) follow it and keep its "
                                                 "sound; others use its sound")
+    pose: str | None = Field(None, description="pose-transfer: id of an uploaded OpenPose JSON file, or of a "
+                                               "photo whose pose is taken")
 
 
 class Webhook(BaseModel):
@@ -44,7 +49,7 @@ class Webhook(BaseModel):
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task: Literal["talking-face"] = "talking-face"
+    task: Literal["talking-face", "pose-transfer"] = "talking-face"
     model: str | None = None
     inputs: Inputs
     options: dict[str, bool | int | float | str | None] = Field(
@@ -60,9 +65,11 @@ class BatchCreate(BaseModel):
 
 
 def check_model(model, task, options, settings):
-    """``(model, options)``: the model's name (the default when None) and its options checked
-    against its declaration; APIError naming the first problem."""
-    model = model or settings.default_model
+    """``(model, options)``: the model's name (the default of ``task`` when None) and its options
+    checked against its declaration; APIError naming the first problem."""
+    model = model or registry.default_model(task, settings.default_model)
+    if model is None:
+        raise APIError(400, "unknown_model", f"no model here does {task}")
     if model not in registry.REGISTRY:
         raise APIError(400, "unknown_model", f"unknown model {model!r}; known: {', '.join(registry.REGISTRY)}")
     if registry.REGISTRY[model].task != task:
@@ -78,12 +85,13 @@ def check_model(model, task, options, settings):
 def check_job(job: JobCreate, settings, store):
     """A job spec the store accepts, or APIError naming the first problem."""
     model, options = check_model(job.model, job.task, job.options, settings)
-    if job.inputs.audio is None and job.inputs.video is None:
-        raise APIError(400, "invalid_input", f"{model} needs inputs.audio (or inputs.video)")
-    if job.inputs.audio is not None and job.inputs.video is not None:
-        raise APIError(400, "invalid_input", "give inputs.audio or inputs.video, not both")
-    wanted = {"image": ("image",), "audio": ("audio", "video"), "video": ("video",)}
-    given = {role: getattr(job.inputs, role) for role in wanted if getattr(job.inputs, role) is not None}
+    task = TASKS[job.task]
+    given = job.inputs.model_dump(exclude_none=True)
+    try:
+        task.check_roles(given, model)
+    except TalkingFaceError as exc:
+        raise APIError(400, "invalid_input", exc.message) from None
+    wanted = task.inputs
     found = store.get_files(given.values())
     for role, file_id in given.items():
         kinds = wanted[role]
@@ -92,7 +100,7 @@ def check_job(job: JobCreate, settings, store):
             raise APIError(404, "file_not_found", f"inputs.{role}: no file {file_id}")
         if row["kind"] not in kinds:
             raise APIError(400, "invalid_input", f"inputs.{role}: file {file_id} is {row['kind']}, not {kinds[0]}")
-    return {"task": job.task, "model": model, "inputs": job.inputs.model_dump(exclude_none=True),
+    return {"task": job.task, "model": model, "inputs": given,
             "options": options, "webhook_url": job.webhook.url if job.webhook else None}
 
 
@@ -136,14 +144,21 @@ def cancel_job(job_id: str, store=Depends(get_store)):
 
 @router.get("/v1/jobs/{job_id}/result")
 def get_result(job_id: str, settings=Depends(get_settings), store=Depends(get_store)):
-    """The MP4 (Range requests supported)."""
+    """The MP4 or PNG the job made (Range requests supported)."""
     row = get_job_or_404(store, job_id)
     if row["status"] != JobStatus.succeeded:
         raise APIError(409, "not_ready", f"job {job_id} is {row['status']}; its result is not available")
     if not row["result_path"] or not (settings.data_dir / row["result_path"]).is_file():
         raise APIError(410, "gone", f"the result of job {job_id} was deleted")
-    return FileResponse(settings.data_dir / row["result_path"], media_type="video/mp4",
-                        filename=f"{job_id}.mp4", content_disposition_type="inline")
+    return result_response(settings, row)
+
+
+def result_response(settings, row, headers=None):
+    """The result file of a finished job, with its task's media type."""
+    path = settings.data_dir / row["result_path"]
+    task = TASKS.get(row["task"], TASKS["talking-face"])
+    return FileResponse(path, media_type=task.media_type, filename=f"{row['id']}{task.suffix}",
+                        content_disposition_type="inline", headers=headers)
 
 
 @router.delete("/v1/jobs/{job_id}")

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 
 from models import registry
 from service.api.deps import get_settings, get_store, require_key
+from service.render import TASKS
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_key)])
 
@@ -21,7 +22,10 @@ def list_models(settings=Depends(get_settings), store=Depends(get_store)):
         serving = [w for w in workers if name in (w["models"] or [])]
         kind, folder, missing = registry.weights_ready(name, settings.weights_dir)
         pipeline = registry.pipeline_class(name)
+        task = TASKS.get(spec.task)
         data.append({"id": name, "object": "model", "task": spec.task, "paper": spec.paper,
+                     "inputs": {role: list(kinds) for role, kinds in task.inputs.items()} if task else {},
+                     "result": task.media_type if task else None,
                      "accepts_video": pipeline.accepts_video,
                      "options": [option.describe() for option in pipeline.declared_options().values()],
                      "ready": not missing, "weights_in_use": {"kind": kind, "folder": str(folder)},

@@ -1,8 +1,8 @@
 """The one-call path: ``POST /v1/talking-face`` with a photo and a voice clip, get the MP4.
 
 The request becomes a job like any other and a worker runs it; this handler waits for
-it up to ``wait`` seconds. Done in time: 200 with the MP4. Not yet: 202 with the job,
-to follow at its ``Location``.
+it up to ``wait`` seconds (``service.api.one_call``). Done in time: 200 with the MP4.
+Not yet: 202 with the job, to follow at its ``Location``.
 
 A ``video`` instead of the ``audio`` drives models that read lips (``accepts_video`` in
 ``GET /v1/models``: the face says what the person in the video says, with the video's
@@ -11,25 +11,17 @@ form field is one of the model's declared options (``paste_back``, ``face_index`
 ``seed`` and the model's own, as ``GET /v1/models`` lists them).
 """
 
-import asyncio
-import time
-
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
 
 from models import registry
 from service.api.deps import get_settings, get_store, require_key
 from service.api.errors import APIError
 from service.api.files import save_upload
-from service.api.jobs import Inputs, JobCreate, check_job, check_model
-from service.api.serialize import job_body
-from service.jobs.store import FINAL, JobStatus
+from service.api.jobs import Inputs, JobCreate, check_model
+from service.api.one_call import form_options, submit_and_wait, wait_seconds
 
 router = APIRouter(tags=["talking-face"], dependencies=[Depends(require_key)])
-# Job errors that are the caller's to fix, with the status they answer.
-CLIENT_ERRORS = {"invalid_input": 422, "no_face": 422, "canceled": 409, "weights_missing": 503}
-
 
 # Form fields of the request itself; any other field is an option of the model.
 REQUEST_FIELDS = ("image", "audio", "video", "model", "wait")
@@ -52,15 +44,7 @@ async def talking_face(
         raise APIError(400, "invalid_input", "send an 'audio' (or 'video') file with the image")
     if audio is not None and video is not None:
         raise APIError(400, "invalid_input", "send an 'audio' or a 'video' file, not both")
-    wait = settings.default_wait_seconds if wait is None else max(0.0, min(wait, settings.max_wait_seconds))
-    form = await request.form()
-    options = {}
-    for name, value in form.multi_items():
-        if name in REQUEST_FIELDS:
-            continue
-        if not isinstance(value, str):
-            raise APIError(400, "invalid_input", f"unexpected file field {name!r}")
-        options[name] = value
+    options = await form_options(request, REQUEST_FIELDS)
     # Checked before the uploads are stored: a bad option costs the client nothing to redo.
     model, options = await run_in_threadpool(check_model, model, "talking-face", options, settings)
     image_row = await save_upload(image, settings, store, "image")
@@ -70,20 +54,4 @@ async def talking_face(
                 and registry.accepts_video(model))
     inputs = Inputs(image=image_row["id"], **{"video" if as_video else "audio": driving_row["id"]})
     spec = JobCreate(model=model, inputs=inputs, options=options)
-    spec = await run_in_threadpool(check_job, spec, settings, store)
-    _, [row] = await run_in_threadpool(store.create_jobs, [spec], settings.max_attempts)
-
-    deadline = time.monotonic() + wait
-    while row["status"] not in FINAL and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        row = await run_in_threadpool(store.get_job, row["id"])
-    location = {"Location": f"/v1/jobs/{row['id']}"}
-    if row["status"] == JobStatus.succeeded:
-        return FileResponse(settings.data_dir / row["result_path"], media_type="video/mp4",
-                            filename=f"{row['id']}.mp4", content_disposition_type="inline",
-                            headers=location | {"X-Job-Id": row["id"]})
-    if row["status"] in FINAL:
-        code = row["error_code"] or "failed"
-        return JSONResponse({"error": {"code": code, "message": row["error_message"] or code},
-                             "job": job_body(row)}, status_code=CLIENT_ERRORS.get(code, 500), headers=location)
-    return JSONResponse(job_body(row), status_code=202, headers=location)
+    return await submit_and_wait(spec, wait_seconds(wait, settings), settings, store)

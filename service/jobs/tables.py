@@ -11,7 +11,7 @@ metadata = MetaData()
 files = Table(
     "files", metadata,
     Column("id", String(40), primary_key=True),
-    Column("kind", String(16), nullable=False),          # image | audio | video
+    Column("kind", String(16), nullable=False),          # image | audio | video | pose
     Column("bytes", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("filename", String(255)),

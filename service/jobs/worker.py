@@ -1,4 +1,4 @@
-"""The worker: claim a job, run its model, write the MP4, finish the job. Repeat.
+"""The worker: claim a job, run its model, write the result (MP4 or PNG), finish the job. Repeat.
 
 A worker loads each model once and keeps it. While a job runs it renews the job's lease
 (at every chunk of frames, and from a keep-alive thread between chunks), so a worker
@@ -143,13 +143,13 @@ class Worker:
         settings, inputs = self.settings, job["inputs"]
         options = job["options"] or {}
         pipe = self.pipeline(job["model"])
-        files = {role: self._file_path(inputs[role], role) for role in ("image", "audio", "video") if inputs.get(role)}
-        sample = render.read_inputs(pipe, **files, face_index=int(options.get("face_index", 0)),
-                                    limits=render.Limits(settings.max_audio_seconds, settings.max_image_pixels))
+        task = render.TASKS[job["task"]]
+        files = {role: self._file_path(file_id, role) for role, file_id in inputs.items() if file_id}
+        sample = task.read(pipe, files, options, render.Limits(settings.max_audio_seconds, settings.max_image_pixels))
         settings.results_dir.mkdir(parents=True, exist_ok=True)
-        relative = f"results/{job['id']}.mp4"
+        relative = f"results/{job['id']}{task.suffix}"
         path = settings.data_dir / relative
-        done = render.render(pipe, sample, path, options=options, progress=progress, comment=f"; job {job['id']}")
+        done = task.render(pipe, sample, path, options=options, progress=progress, comment=f"; job {job['id']}")
         return dict(result_path=relative, result_bytes=path.stat().st_size, frames=done.frames,
                     generated_at=done.generated_at, info=done.info)
 
