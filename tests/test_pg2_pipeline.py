@@ -212,3 +212,36 @@ def test_pose_taken_from_a_photo(served):
     r = client.post("/v1/pose-transfer", files={"image": ("person.png", png_bytes(person())),
                                                 "pose": ("blank.png", png_bytes(blank))}, data={"wait": "60"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input", r.text
+
+
+def test_the_ports_release_loads_with_its_own_pose_encoding(tmp_path, monkeypatch):
+    """``G1.pth`` / ``G2.pth`` as the port saves them (plain state dicts) load as the market
+    variant and read ``port_pose_map``'s heat maps; a converted ``deepfashion/`` folder beside
+    them is a second variant. Narrow networks stand in for the published widths."""
+    import functools
+
+    small_g1 = functools.partial(PoseIntegrationGenerator, channels_base=8)
+    small_g2 = functools.partial(ImageRefinementGenerator, channels_base=8)
+    monkeypatch.setattr(pg2_pipeline, "PoseIntegrationGenerator", small_g1)
+    monkeypatch.setattr(pg2_pipeline, "ImageRefinementGenerator", small_g2)
+    torch.manual_seed(1)
+    torch.save(small_g1().state_dict(), tmp_path / "G1.pth")
+    torch.save({f"module.{k}": v for k, v in small_g2().state_dict().items()}, tmp_path / "G2.pth")
+    square = {"g1": PoseIntegrationGenerator(channels_base=8, num_repeat=6, image_size=(256, 256)),
+              "g2": ImageRefinementGenerator(channels_base=8, num_repeat=4, num_skip_out_connect=0)}
+    save_project(tmp_path / "deepfashion", "pg2", square, name="converted", extra={"pose_encoding": "authors"})
+
+    pipe = pg2_pipeline.PG2Pipeline.from_pretrained(tmp_path, device="cpu")
+    assert list(pipe.variants) == ["market", "deepfashion"]
+    market = pipe.pick()
+    assert market.pose_encoding == "port" and market.size == SIZE
+    inputs = PoseTransferInput(image=person(), pose=standing(), pose_size=(256, 128))
+    _, pose = pipe.prepare(inputs, market)
+    fitted = pg2_pipeline.fit_keypoints(standing(), (256, 128), SIZE)
+    expected = pose_lib.port_pose_map(pose_lib.keypoints_to_rc(fitted), SIZE).transpose(2, 0, 1)
+    np.testing.assert_array_equal(pose[0].numpy(), expected)
+    assert pipe(inputs).shape == (*SIZE, 3)
+    assert pipe(inputs, variant="deepfashion").shape == (256, 256, 3)
+    # Without the files, the error names them.
+    with pytest.raises(Exception, match="G1.pth"):
+        pg2_pipeline.PG2Pipeline.from_pretrained(tmp_path / "deepfashion" / "nothing", device="cpu")
