@@ -37,6 +37,8 @@ PG2_SOURCE = ("the Google Drive file (weights.zip) linked from the README of git
               "(section Pre-trained model)")
 PG2_LICENCE = "MIT (the PyTorch port's LICENSE); trained on Market-1501, whose images are for research use"
 PG2_DRIVE = ("https://drive.google.com/open?id=1BCT4cF07Cq0EM62-Re6S56aTs_cc2280",)
+EDN_SOURCE = ("no weights are released: a target person is trained on a video of them (talkingface train edn, "
+              "POST /v1/motion-targets, or the authors' train_fullts.py of github.com/carolineec/EverybodyDanceNow)")
 DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "demo"
 
 
@@ -154,6 +156,28 @@ REGISTRY = {
                        licence=PG2_LICENCE, urls=PG2_DRIVE, aliases=("weights/G1.pth",)),
             WeightFile("G2.pth", "G2, image refinement (the PyTorch port, Market-1501)", PG2_SOURCE,
                        licence=PG2_LICENCE, urls=PG2_DRIVE, aliases=("weights/G2.pth",)),
+        ),
+    ),
+    "edn": ModelSpec(
+        name="edn",
+        task="motion-transfer",
+        paper="Chan, Ginosar, Zhou and Efros, Everybody Dance Now, ICCV 2019",
+        pipeline="models.edn.pipeline:EDNPipeline",
+        demo=DEMO_WEIGHTS / "edn",
+        # No release: these are the files pix2pixHD's save_network writes for one target.
+        networks={
+            "global": NetworkSpec("models.edn.networks:GlobalGenerator", "latest_net_G.pth"),
+            "local": NetworkSpec("models.edn.networks:LocalEnhancer"),
+            "face": NetworkSpec("models.edn.networks:FaceResidualGenerator", "latest_net_Gface.pth"),
+            "face_unet": NetworkSpec("models.edn.networks:FaceUnetGenerator"),
+            "discriminator": NetworkSpec("models.edn.networks:MultiscaleDiscriminator"),
+            "face_discriminator": NetworkSpec("models.edn.networks:FaceDiscriminator"),
+        },
+        files=(
+            WeightFile("latest_net_G.pth", "generator of one target person (global or local stage)", EDN_SOURCE),
+            WeightFile("latest_net_Gface.pth", "face residual generator of that person", EDN_SOURCE, optional=True),
+            WeightFile("target_keypoints.npy", "(N, 18, 3) keypoints of the target's frames on EDN's 1080x1920 "
+                       "canvas, for the pose normalisation", EDN_SOURCE, optional=True),
         ),
     ),
 }

@@ -68,3 +68,19 @@ class PoseTransferInput:
     image: np.ndarray
     pose: np.ndarray
     pose_size: tuple[int, int]
+
+
+@dataclass
+class MotionTransferInput:
+    """A source video whose dancer's motion a target person performs.
+
+    Args:
+        video: the source video at 25 fps: uint8 RGB frames (T, H, W, 3), or an iterable of
+            uint8 chunks (n, H, W, 3) (``service.media.read_video`` gives one), read once.
+        audio: the source's sound, mono float32 (muxed into the result), or None.
+        sample_rate: sampling rate of ``audio``.
+    """
+
+    video: Frames
+    audio: np.ndarray | None
+    sample_rate: int = 16000

@@ -2,6 +2,7 @@
 
     talkingface generate [--model MODEL] --image face.jpg (--audio speech.wav | --video talking.mp4) -o out.mp4
     talkingface generate --model pg2 --image person.jpg --pose pose.json -o out.png
+    talkingface generate --model edn --video dance.mp4 [--target DIR] -o out.mp4
     talkingface models
     talkingface bench MODEL|api
     talkingface serve [--host --port --workers]
@@ -26,6 +27,7 @@ model, ...) print one line ``error: ...`` and exit with status 2; nothing else i
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -188,14 +190,32 @@ def cmd_generate(args):
     # The files are checked before the weights load.
     inputs = task.read(pipeline, files, options, render.Limits(max_seconds=CLI_MAX_AUDIO_SECONDS))
     pipe = registry.load(name, weights=args.weights, device=args.device)
-    result = task.render(pipe, inputs, args.output, options=options)
-    print(f"wrote {args.output} ({result.info['size'][1]} x {result.info['size'][0]}, "
-          f"weights: {result.info.get('weights')}, device: {result.info.get('device')})")
+    with _progress_bar(name, args.quiet) as progress:
+        result = task.render(pipe, inputs, args.output, options=options, progress=progress)
+    shape = (f"{result.info['size'][1]} x {result.info['size'][0]}" if "size" in result.info
+             else f"{result.frames} frames, {result.seconds:.2f} s")
+    print(f"wrote {args.output} ({shape}, weights: {result.info.get('weights')}, "
+          f"device: {result.info.get('device')})")
+
+
+@contextlib.contextmanager
+def _progress_bar(name, quiet):
+    """``progress(done, total)`` drawing a tqdm bar of frames."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(unit="frame", desc=name, disable=quiet)
+
+    def progress(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        bar.close()
 
 
 def _generate_video(args, name, pipeline, options):
-    from tqdm.auto import tqdm
-
     from models import registry
     from service import render
 
@@ -211,14 +231,8 @@ def _generate_video(args, name, pipeline, options):
         print(f"note: {reference.n_faces} faces found in {args.image}; using {which} "
               "(--face-index picks another)", file=sys.stderr)
 
-    bar = tqdm(unit="frame", desc=name, disable=args.quiet)
-
-    def progress(done, total):
-        bar.total = total
-        bar.update(done - bar.n)
-
-    result = render.render(pipe, inputs, args.output, options=options, progress=progress, reference=reference)
-    bar.close()
+    with _progress_bar(name, args.quiet) as progress:
+        result = render.render(pipe, inputs, args.output, options=options, progress=progress, reference=reference)
     print(f"wrote {args.output} ({result.frames} frames, {result.seconds:.2f} s, "
           f"weights: {result.info.get('weights')}, device: {result.info.get('device')})")
 
@@ -380,12 +394,14 @@ def add_generate(gen):
     video_models = [name for name in names if registry.accepts_video(name)]
     default = default_model()
     gen.add_argument("--model", default=default, help=f"{_listing(names, 'or')} (default {default})")
-    gen.add_argument("--image", required=True, help="face photo, or the person's photo (JPEG, PNG, WebP, BMP)")
+    gen.add_argument("--image", help="face photo, or the person's photo (JPEG, PNG, WebP, BMP)")
     driver = gen.add_mutually_exclusive_group()
     driver.add_argument("--audio", help="talking face: voice clip (WAV, MP3, AAC, FLAC, OGG, or a video's sound)")
     lips = f"the lips follow it with {_listing(video_models, 'or')} (its sound is kept); " if video_models else ""
+    motion_models = [name for name in names if registry.spec(name).task == "motion-transfer"]
+    dance = f"; {_listing(motion_models, 'or')}: the dancer whose motion the target performs" if motion_models else ""
     driver.add_argument("--video", help=f"talking face: driving video (MP4, MOV, MKV, WebM, AVI): {lips}"
-                                        "other models use its sound")
+                                        f"other models use its sound{dance}")
     pose_models = [name for name in names if registry.spec(name).task == "pose-transfer"]
     if pose_models:
         driver.add_argument("--pose", help=f"{_listing(pose_models, 'or')}: the target pose, OpenPose JSON "

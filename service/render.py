@@ -11,6 +11,10 @@ are checked (``models.common.pipeline.check_options``), and the result is writte
   pipeline into the MP4 writer, and ``progress(done, total)`` is called after every chunk;
   raising from it (a cancel, a lost lease) stops the work at that chunk.
 * pose-transfer (``read_pose_inputs``, ``render_pose``): one PNG.
+* motion-transfer (``read_motion_inputs``, ``render_motion``): the source video's frames
+  stream through the pipeline into the MP4 writer, with the source's sound.
+* motion-target (``read_target_video``, ``train_target``): a target person trained from a
+  video into a folder beside the result, which is a JSON summary naming it.
 
 ``TASKS`` says, per task, which input files a job takes, which kinds of upload each
 accepts, and what the result is; the job API, the worker and the CLI read it.
@@ -18,6 +22,7 @@ accepts, and what the result is; the job API, the worker and the CLI read it.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -27,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import PoseTransferInput, TalkingFaceInput
+from models import MotionTransferInput, PoseTransferInput, TalkingFaceInput
 from models.common.pipeline import check_options
 from models.errors import InvalidInput
 from service import media
@@ -185,6 +190,54 @@ def render_pose(pipe, inputs: PoseTransferInput, output, options=None, progress=
 
 
 # ---------------------------------------------------------------------------------------
+# Motion transfer
+
+
+def read_motion_inputs(pipe, files: dict, options: dict | None = None, limits=Limits()) -> MotionTransferInput:
+    """The source video (frames streamed in chunks) and its sound, checked."""
+    frames = media.read_video(files["video"], max_seconds=limits.max_seconds, max_pixels=limits.max_pixels)
+    sound = media.read_video_audio(files["video"], sample_rate=SAMPLE_RATE, max_seconds=limits.max_seconds)
+    return MotionTransferInput(video=frames, audio=sound, sample_rate=SAMPLE_RATE)
+
+
+def render_motion(pipe, inputs: MotionTransferInput, output, options=None, progress=None, comment="",
+                  **_) -> Rendered:
+    """Write the clip of the target person doing the source's motion to the MP4 ``output``."""
+    options, label = _prepare(pipe, options)
+    with media.Mp4Writer(output, fps=pipe.fps, audio=inputs.audio, sample_rate=inputs.sample_rate,
+                         metadata={"comment": label + comment}) as writer:
+        for chunk in pipe.frame_chunks(inputs, progress=progress, **pipe.call_options(options)):
+            writer.write(np.ascontiguousarray(chunk))
+        generated_at = time.time()
+    info = {"weights": pipe.info.get("weights"), "device": pipe.info.get("device"),
+            "target": options.get("target"), "normalisation": getattr(pipe, "last_normalisation", None)}
+    return Rendered(frames=writer.frames_written, seconds=writer.frames_written / pipe.fps,
+                    generated_at=generated_at, info=info)
+
+
+def target_folder(result_path) -> Path:
+    """Where a motion-target job's trained target lives: beside its JSON result."""
+    return Path(result_path).with_suffix(".target")
+
+
+def read_target_video(pipe, files: dict, options: dict | None = None, limits=Limits()) -> Path:
+    """The target person's video, checked (its header, caps and a person in it are the training's to check)."""
+    media.read_video(files["video"], max_seconds=limits.max_seconds, max_pixels=limits.max_pixels)
+    return Path(files["video"])
+
+
+def train_target(pipe, video: Path, output, options=None, progress=None, comment="", **_) -> Rendered:
+    """Train a target person from ``video``; the folder is ``target_folder(output)``, the result a summary."""
+    options, label = _prepare(pipe, options)
+    summary = pipe.train_target(video, target_folder(output), progress=progress, **pipe.call_options(options))
+    summary = {"object": "motion_target", "model": pipe.name, "made_by": label + comment,
+               **{k: v for k, v in summary.items() if k != "target"}}
+    Path(output).write_text(json.dumps(summary, indent=2) + "\n")
+    info = {"weights": pipe.info.get("weights"), "device": pipe.info.get("device")}
+    return Rendered(frames=0, seconds=0.0, generated_at=time.time(), info=info)
+
+
+# ---------------------------------------------------------------------------------------
 # The tasks
 
 
@@ -199,6 +252,7 @@ class Task:
         suffix, media_type: of the result file.
         read: ``read(pipe or its class, {role: path}, options, limits)`` -> the model's input.
         render: ``render(pipe, inputs, output, options=, progress=, comment=)`` -> ``Rendered``.
+        model_task: the registry ``task`` of the models that run it (``name`` unless said).
     """
 
     name: str
@@ -208,6 +262,11 @@ class Task:
     media_type: str
     read: Callable
     render: Callable
+    model_task: str | None = None
+
+    @property
+    def models_task(self) -> str:
+        return self.model_task or self.name
 
     def check_roles(self, given, model, prefix="inputs."):
         """InvalidInput unless ``given`` (role names) are this task's and name one role of each group."""
@@ -228,4 +287,9 @@ TASKS = {
                          (("image",), ("audio", "video")), ".mp4", "video/mp4", read_talking_face_files, render),
     "pose-transfer": Task("pose-transfer", {"image": ("image",), "pose": ("pose", "image")},
                           (("image",), ("pose",)), ".png", "image/png", read_pose_inputs, render_pose),
+    "motion-transfer": Task("motion-transfer", {"video": ("video",)}, (("video",),), ".mp4", "video/mp4",
+                            read_motion_inputs, render_motion),
+    # Training a motion-transfer model's target person is a job of its own.
+    "motion-target": Task("motion-target", {"video": ("video",)}, (("video",),), ".json", "application/json",
+                          read_target_video, train_target, model_task="motion-transfer"),
 }

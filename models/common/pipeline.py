@@ -5,7 +5,9 @@ the task's method:
 
 * ``TalkingFacePipeline`` (photo + voice or driving video -> MP4): ``frame_chunks``, the
   clip as a stream of uint8 frame chunks;
-* ``PoseTransferPipeline`` (photo of a person + target pose -> image): ``transfer``.
+* ``PoseTransferPipeline`` (photo of a person + target pose -> image): ``transfer``;
+* ``MotionTransferPipeline`` (a source dance video -> the target person dancing it):
+  ``frame_chunks``, and ``train_target`` for a new target person.
 
 The class declares, once, what the model takes: its ``options`` with types, defaults and
 limits (and ``accepts_video`` for a talking face). The CLI, the REST form, the job schema
@@ -33,7 +35,7 @@ from tqdm.auto import tqdm
 from models import weights as weights_lib
 from models.errors import InvalidInput
 from models.perception.audio import resample
-from models.types import PoseTransferInput, TalkingFaceInput, Video
+from models.types import MotionTransferInput, PoseTransferInput, TalkingFaceInput, Video
 
 PROJECT_CONFIG = "config.json"      # marks a folder of weights trained by this project
 CHECKSUMS = "SHA256SUMS"
@@ -286,6 +288,28 @@ class PoseTransferPipeline(Pipeline):
 
     def __call__(self, inputs: PoseTransferInput, **options) -> np.ndarray:
         return self.transfer(inputs, **options)
+
+
+class MotionTransferPipeline(Pipeline):
+    """Base of the motion-transfer pipelines: a source video -> a target person doing its motion.
+
+    Subclasses set ``name`` and ``options`` and implement ``frame_chunks`` and ``train_target``.
+    """
+
+    task = "motion-transfer"
+    fps: float = 25.0
+
+    def frame_chunks(self, inputs: MotionTransferInput, progress=None, **options):
+        """Yield uint8 RGB frame chunks (n, H, W, 3) in order, one frame a source frame.
+
+        ``progress(done, total)`` as in ``TalkingFacePipeline.frame_chunks``; ``options``
+        are the model's declared ``options``.
+        """
+        raise NotImplementedError
+
+    def train_target(self, video, out_dir, progress=None, **options) -> dict:
+        """Learn a new target person from ``video`` (a path) into the folder ``out_dir``; a summary."""
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------------------

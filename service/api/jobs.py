@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +18,7 @@ from service.api.deps import get_settings, get_store, require_key
 from service.api.errors import APIError
 from service.api.serialize import iso, job_body
 from service.jobs.store import FINAL, JobStatus
-from service.render import TASKS
+from service.render import TASKS, target_folder
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_key)])
 
@@ -26,11 +27,13 @@ class Inputs(BaseModel):
     """The uploaded files of a job, by role; which roles a task takes is in ``service.render.TASKS``."""
 
     model_config = ConfigDict(extra="forbid")
-    image: str = Field(description="id of an uploaded image (POST /v1/files): the face, or the person")
+    image: str | None = Field(None, description="talking-face, pose-transfer: id of an uploaded image "
+                                                "(POST /v1/files): the face, or the person")
     audio: str | None = Field(None, description="talking-face: id of an uploaded audio (or video) file, the voice")
     video: str | None = Field(None, description="talking-face: id of an uploaded video: models that read lips "
                                                 "(accepts_video in GET /v1/models) follow it and keep its "
-                                                "sound; others use its sound")
+                                                "sound; others use its sound. motion-transfer: the source "
+                                                "dancer's video. motion-target: a video of the target person")
     pose: str | None = Field(None, description="pose-transfer: id of an uploaded OpenPose JSON file, or of a "
                                                "photo whose pose is taken")
 
@@ -49,7 +52,7 @@ class Webhook(BaseModel):
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task: Literal["talking-face", "pose-transfer"] = "talking-face"
+    task: Literal["talking-face", "pose-transfer", "motion-transfer", "motion-target"] = "talking-face"
     model: str | None = None
     inputs: Inputs
     options: dict[str, bool | int | float | str | None] = Field(
@@ -67,12 +70,13 @@ class BatchCreate(BaseModel):
 def check_model(model, task, options, settings):
     """``(model, options)``: the model's name (the default of ``task`` when None) and its options
     checked against its declaration; APIError naming the first problem."""
-    model = model or registry.default_model(task, settings.default_model)
+    models_task = TASKS[task].models_task
+    model = model or registry.default_model(models_task, settings.default_model)
     if model is None:
         raise APIError(400, "unknown_model", f"no model here does {task}")
     if model not in registry.REGISTRY:
         raise APIError(400, "unknown_model", f"unknown model {model!r}; known: {', '.join(registry.REGISTRY)}")
-    if registry.REGISTRY[model].task != task:
+    if registry.REGISTRY[model].task != models_task:
         raise APIError(400, "invalid_input", f"model {model} does not do {task}")
     try:
         return model, check_options(registry.pipeline_class(model), options)
@@ -100,8 +104,20 @@ def check_job(job: JobCreate, settings, store):
             raise APIError(404, "file_not_found", f"inputs.{role}: no file {file_id}")
         if row["kind"] not in kinds:
             raise APIError(400, "invalid_input", f"inputs.{role}: file {file_id} is {row['kind']}, not {kinds[0]}")
+    if options.get("target") is not None and job.task == "motion-transfer":
+        check_target(store, model, options["target"])
     return {"task": job.task, "model": model, "inputs": given,
             "options": options, "webhook_url": job.webhook.url if job.webhook else None}
+
+
+def check_target(store, model, target):
+    """A motion-transfer ``target`` option must be the id of a finished motion-target job of the model."""
+    row = store.get_job(target) if isinstance(target, str) and target.startswith("job_") else None
+    if row is None or row["task"] != "motion-target" or row["model"] != model:
+        raise APIError(404, "not_found", f"options.target: no {model} target {target!r} "
+                                         "(a target is the id of a POST /v1/motion-targets job)")
+    if row["status"] != JobStatus.succeeded or not row["result_path"]:
+        raise APIError(409, "not_ready", f"options.target: target {target} is {row['status']}, not trained")
 
 
 def get_job_or_404(store, job_id):
@@ -163,12 +179,14 @@ def result_response(settings, row, headers=None):
 
 @router.delete("/v1/jobs/{job_id}")
 def delete_job_artifacts(job_id: str, settings=Depends(get_settings), store=Depends(get_store)):
-    """Delete the job's result file (the job's record stays, for history and metrics)."""
+    """Delete the job's result file, and a motion-target job's trained target (the job's record stays,
+    for history and metrics)."""
     row = get_job_or_404(store, job_id)
     if row["status"] not in FINAL:
         raise APIError(409, "not_finished", f"job {job_id} is {row['status']}; cancel it first")
     if row["result_path"]:
         Path(settings.data_dir / row["result_path"]).unlink(missing_ok=True)
+        shutil.rmtree(target_folder(settings.data_dir / row["result_path"]), ignore_errors=True)
         store.clear_result(job_id)
     return job_body(store.get_job(job_id))
 

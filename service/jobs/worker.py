@@ -144,6 +144,8 @@ class Worker:
         options = job["options"] or {}
         pipe = self.pipeline(job["model"])
         task = render.TASKS[job["task"]]
+        if job["task"] == "motion-transfer" and options.get("target"):
+            options = dict(options, target=str(self._target_folder(options["target"])))
         files = {role: self._file_path(file_id, role) for role, file_id in inputs.items() if file_id}
         sample = task.read(pipe, files, options, render.Limits(settings.max_audio_seconds, settings.max_image_pixels))
         settings.results_dir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +154,12 @@ class Worker:
         done = task.render(pipe, sample, path, options=options, progress=progress, comment=f"; job {job['id']}")
         return dict(result_path=relative, result_bytes=path.stat().st_size, frames=done.frames,
                     generated_at=done.generated_at, info=done.info)
+
+    def _target_folder(self, target):
+        row = self.store.get_job(target)
+        if row is None or row["task"] != "motion-target" or not row["result_path"]:
+            raise TalkingFaceError(f"the target {target} no longer exists")
+        return render.target_folder(self.settings.data_dir / row["result_path"])
 
     def _file_path(self, file_id, role):
         row = self.store.get_file(file_id) if file_id else None
