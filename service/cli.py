@@ -478,7 +478,7 @@ def add_eval(evl):
 def add_weights(wts):
     from models import registry
 
-    actions = wts.add_subparsers(dest="action", required=True, metavar="{download,import,build-demo}")
+    actions = wts.add_subparsers(dest="action", required=True, metavar="{download,import,build-demo,convert}")
     with_files = [name for name, model in registry.REGISTRY.items() if model.files]
     folder = "weights folder to fill (default $TALKINGFACE_WEIGHTS_DIR or ./weights)"
 
@@ -504,6 +504,15 @@ def add_weights(wts):
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("-q", "--quiet", action="store_true")
     _add_commands(demo, commands, "weights build-demo", cmd_weights)
+
+    commands = _commands("convert")
+    if commands:
+        convert = actions.add_parser("convert", help="turn the authors' checkpoint of another framework "
+                                                     "(TensorFlow) into a weights folder")
+        convert.add_argument("--model", required=True, choices=list(commands))
+        convert.add_argument("source", help="the authors' checkpoint: a file, its prefix or its folder")
+        convert.add_argument("--out", required=True, help="weights folder to write")
+        _add_commands(convert, commands, "weights convert", cmd_train)
 
 
 # Subcommands whose flags come from the registered models: name -> (help, builder).

@@ -2,6 +2,7 @@
 person (scikit-image's astronaut photo, held still), the pipeline, the CLI and the REST route."""
 
 import subprocess
+import time
 import sys
 
 import numpy as np
@@ -136,3 +137,41 @@ def test_cli_and_route(pipe, target_dir, source_video, tmp_path_factory):
         from tests.test_api import FACE
         r = client.post("/v1/motion-transfer", files={"video": ("face.jpg", FACE)})
         assert r.status_code == 400, r.text
+
+
+def test_a_target_trained_through_the_api_then_used(target_dir, source_video, tmp_path_factory):
+    """POST /v1/motion-targets trains a target from a video (a few seconds' budget); its job id
+    then names it in POST /v1/motion-transfer; DELETE removes it."""
+    settings = make_settings(tmp_path_factory.mktemp("targets-api"), target_dir)
+    with serving(settings, Worker(settings, models=["edn"])) as client:
+        r = client.post("/v1/motion-targets", files={"video": ("me.mp4", source_video.read_bytes())},
+                        data={"minutes": "0.05"})
+        assert r.status_code == 202, r.text
+        job = r.json()
+        for _ in range(600):
+            job = client.get(f"/v1/jobs/{job['id']}").json()
+            if job["status"] in ("succeeded", "failed", "canceled"):
+                break
+            time.sleep(0.2)
+        assert job["status"] == "succeeded", job
+        summary = client.get(f"/v1/jobs/{job['id']}/result")
+        assert summary.headers["content-type"] == "application/json"
+        assert summary.json()["object"] == "motion_target"
+        folder = settings.data_dir / "results" / f"{job['id']}.target"
+        assert (folder / "config.json").is_file()
+
+        r = client.post("/v1/motion-transfer", files={"video": ("dance.mp4", source_video.read_bytes())},
+                        data={"target": job["id"], "wait": "120"})
+        assert r.status_code == 200, r.text
+        moved = client.get(r.headers["Location"]).json()
+        assert moved["options"]["target"] == job["id"]
+
+        # A target is a finished motion-target job: another job's id is not one.
+        r = client.post("/v1/motion-transfer", files={"video": ("dance.mp4", source_video.read_bytes())},
+                        data={"target": moved["id"]})
+        assert r.status_code == 404, r.text
+        assert client.delete(f"/v1/jobs/{job['id']}").status_code == 200
+        assert not folder.exists()
+        r = client.post("/v1/motion-transfer", files={"video": ("dance.mp4", source_video.read_bytes())},
+                        data={"target": job["id"]})
+        assert r.status_code == 410 and r.json()["error"]["code"] == "gone", r.text

@@ -116,8 +116,10 @@ def check_target(store, model, target):
     if row is None or row["task"] != "motion-target" or row["model"] != model:
         raise APIError(404, "not_found", f"options.target: no {model} target {target!r} "
                                          "(a target is the id of a POST /v1/motion-targets job)")
-    if row["status"] != JobStatus.succeeded or not row["result_path"]:
-        raise APIError(409, "not_ready", f"options.target: target {target} is {row['status']}, not trained")
+    if row["status"] != JobStatus.succeeded:
+        raise APIError(409, "not_ready", f"options.target: target {target} is {row['status']}, not trained yet")
+    if not row["result_path"]:
+        raise APIError(410, "gone", f"options.target: target {target} was deleted")
 
 
 def get_job_or_404(store, job_id):

@@ -230,8 +230,16 @@
   function resultCell(job) {
     const href = job.status === "succeeded" ? safeHref(job.result_url) : null;
     if (!href) return "";
-    return el("a", { href: href, target: "_blank", rel: "noopener noreferrer" }, "video");
+    return el("a", { href: href, target: "_blank", rel: "noopener noreferrer" }, RESULT_NAMES[job.task] || "result");
   }
+
+  // What a succeeded job's result link says, by task.
+  const RESULT_NAMES = {
+    "talking-face": "video",
+    "pose-transfer": "image",
+    "motion-transfer": "video",
+    "motion-target": "target",
+  };
 
   function renderWorkers(list) {
     const workers = list.data || [];
@@ -278,7 +286,12 @@
   }
 
   function modelRow(model) {
-    const inputs = model.accepts_video ? "image + audio or driving video" : "image + audio";
+    // A talking face takes image + audio (or a driving video); other tasks list their roles,
+    // each with the kinds of upload it accepts when more than one: "image + pose (pose|image)".
+    const roles = Object.entries(model.inputs || {});
+    const inputs = model.task === "talking-face" || !roles.length
+      ? (model.accepts_video ? "image + audio or driving video" : "image + audio")
+      : roles.map(([role, kinds]) => (kinds.length > 1 ? role + " (" + kinds.join("|") + ")" : role)).join(" + ");
     const options = (model.options || []).map((option) => {
       const value = option.default === null || option.default === undefined ? "" : "=" + option.default;
       return el("code", { title: option.help || "" }, option.name + value);
