@@ -3,7 +3,7 @@
     talkingface data prepare --model pg2 --videos IMAGES --out DIR [--variant market|deepfashion]
     talkingface train pg2 --data DIR --stage g1 --out RUN1 [--channels-base 128 ...]
     talkingface train pg2 --data DIR --stage g2 --g1-run RUN1 --out RUN2
-    talkingface weights build-demo --model pg2 [--g1-minutes 12 --g2-minutes 12]
+    talkingface weights build-demo --model pg2 [--g1-minutes 14 --g2-minutes 10]
 
 ``data prepare`` reads person images (``--videos`` names their folder); see
 ``models.pg2.dataset``. The shell passes the arguments every model shares (``--data``,
@@ -72,8 +72,8 @@ COMMANDS = {
         argument("--no-flip", action="store_true", help="no mirrored pairs"),
     ), help="G1, or G2 with its discriminator (--stage); the authors' Adam lr is 2e-5"),
     "build-demo": Command(build_demo, (
-        argument("--g1-minutes", type=float, default=12.0, help="G1 training minutes (default 12)"),
-        argument("--g2-minutes", type=float, default=12.0, help="G2 training minutes (default 12)"),
+        argument("--g1-minutes", type=float, default=14.0, help="G1 training minutes (default 14)"),
+        argument("--g2-minutes", type=float, default=10.0, help="G2 training minutes (default 10)"),
         argument("--persons", type=int, default=600, help="rendered persons (default 600)"),
         argument("--poses", type=int, default=4, help="images of each person (default 4)"),
     ), help="reduced G1 and G2 on rendered figures"),
