@@ -143,6 +143,7 @@ REGISTRY = {
         paper="Ma, Jia, Sun, Schiele, Tuytelaars and Van Gool, Pose Guided Person Image Generation, NeurIPS 2017",
         pipeline="models.pg2.pipeline:PG2Pipeline",
         demo=DEMO_WEIGHTS / "pg2",
+        commands="models.pg2.commands",
         # The PyTorch port's release (Market-1501, 128 x 64). The authors' TensorFlow
         # checkpoints (Market-1501, DeepFashion) become project folders through
         # ``talkingface weights convert-pg2`` (``models.pg2.convert``).
@@ -164,6 +165,7 @@ REGISTRY = {
         paper="Chan, Ginosar, Zhou and Efros, Everybody Dance Now, ICCV 2019",
         pipeline="models.edn.pipeline:EDNPipeline",
         demo=DEMO_WEIGHTS / "edn",
+        commands="models.edn.commands",
         # No release: these are the files pix2pixHD's save_network writes for one target.
         networks={
             "global": NetworkSpec("models.edn.networks:GlobalGenerator", "latest_net_G.pth"),

@@ -73,7 +73,8 @@ class ModelFlags:
     Namespace exactly when the user gave it. ``resolve`` then refuses a flag the chosen
     model does not declare and fills in the chosen model's own defaults -- which may
     differ between models declaring the same flag. A flag several models declare is
-    parsed as the first of them declares it.
+    parsed as the first of them declares it, with every model's ``choices`` allowed;
+    ``resolve`` then holds the value to the chosen model's own.
 
     Args:
         parser: the subcommand's parser.
@@ -101,7 +102,11 @@ class ModelFlags:
                 group = groups[owners]
             else:
                 group = groups[owners] = parser.add_argument_group(f"{_listing(owners)} only")
-            arg.add_to(group, default=argparse.SUPPRESS)
+            overrides = {"default": argparse.SUPPRESS}
+            choices = [c for m in owners for c in self.arguments[m][dest].keywords.get("choices") or ()]
+            if arg.keywords.get("choices") and len(set(choices)) > len(arg.keywords["choices"]):
+                overrides["choices"] = list(dict.fromkeys(choices))
+            arg.add_to(group, **overrides)
 
     def resolve(self, args: argparse.Namespace, model: str, what: str) -> None:
         """Check ``args`` against ``model``'s flags and complete them with its defaults.
@@ -126,6 +131,9 @@ class ModelFlags:
         for dest, arg in own.items():
             if not hasattr(args, dest):
                 setattr(args, dest, arg.default)
+            elif arg.keywords.get("choices") and getattr(args, dest) not in arg.keywords["choices"]:
+                allowed = ", ".join(map(str, arg.keywords["choices"]))
+                raise TalkingFaceError(f"{arg.name} of {model} is one of {allowed}, not {getattr(args, dest)!r}")
 
 
 def _commands(subcommand: str, extra: dict[str, Command] | None = None) -> dict[str, Command]:

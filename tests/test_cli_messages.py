@@ -63,3 +63,14 @@ def test_models_says_first_what_runs_and_lists_the_authors_files_as_optional(cap
     assert "optional: for the paper quality" in lines[2] and "absent  atnet_lstm_18.pth" in atvgnet
     code, out, _ = run(capsys, "models", "--weights", tmp_path)
     assert "NOT READY: the authors' weights in" in out and "MISSING generator_23.pth" in out
+
+
+def test_a_flag_several_models_declare_takes_each_models_own_choices(capsys, tmp_path):
+    """``--stage`` is atnet|vgnet for atvgnet, g1|g2 for pg2, global|local|face for edn."""
+    for model, stage in (("pg2", "g1"), ("edn", "global"), ("atvgnet", "atnet")):
+        code, _, err = run(capsys, "train", model, "--stage", stage, "--data", tmp_path / "none", "--out",
+                           tmp_path / "run")
+        assert code == 2 and "--stage" not in err and "invalid choice" not in err, err
+    code, _, err = run(capsys, "train", "atvgnet", "--stage", "g1", "--data", tmp_path / "none", "--out",
+                       tmp_path / "run")
+    assert code == 2 and err == "error: --stage of atvgnet is one of atnet, vgnet, not 'g1'\n"

@@ -89,6 +89,13 @@ def build_demo(args) -> dict:
                            progress=not args.quiet)
 
 
+def bench(args) -> dict:
+    """Frames per second of each stage at the published sizes (``bench.run``)."""
+    from models.edn import bench as benchmark
+
+    return benchmark.run(device=args.device, repeats=args.repeats)
+
+
 COMMANDS = {
     "prepare": Command(prepare, (
         argument("--stages", nargs="+", choices=["global", "local"], default=["global"],
@@ -116,4 +123,6 @@ COMMANDS = {
     "build-demo": Command(build_demo, (
         argument("--minutes", type=float, default=22.0, help="training minutes (default 22)"),
     ), help="a reduced global stage on a rendered dancing figure"),
+    "bench": Command(bench, (), help="global (512x256) and local (1024x512) generators, the face GAN, labels "
+                                     "and pose detection"),
 }

@@ -4,6 +4,8 @@
     talkingface train pg2 --data DIR --stage g1 --out RUN1 [--channels-base 128 ...]
     talkingface train pg2 --data DIR --stage g2 --g1-run RUN1 --out RUN2
     talkingface weights build-demo --model pg2 [--g1-minutes 14 --g2-minutes 10]
+    talkingface weights convert --model pg2 model.ckpt-NNN --out DIR
+    talkingface bench pg2
 
 ``data prepare`` reads person images (``--videos`` names their folder); see
 ``models.pg2.dataset``. The shell passes the arguments every model shares (``--data``,
@@ -54,6 +56,26 @@ def build_demo(args) -> dict:
                            poses=args.poses, progress=not args.quiet)
 
 
+def convert(args) -> dict:
+    """The authors' TensorFlow checkpoint -> a project weights folder (``convert.convert_tf_checkpoint``)."""
+    import json
+    from pathlib import Path
+
+    from models.pg2.convert import convert_tf_checkpoint
+
+    out = convert_tf_checkpoint(args.source, args.out)
+    config = json.loads((Path(out) / "config.json").read_text())
+    return {"out": str(out), "name": config.get("name"), "dataset": config.get("dataset"),
+            "networks": sorted(p.stem for p in Path(out).glob("*.safetensors"))}
+
+
+def bench(args) -> dict:
+    """Images per second at the published sizes (``bench.run``)."""
+    from models.pg2 import bench as benchmark
+
+    return benchmark.run(device=args.device, repeats=args.repeats)
+
+
 COMMANDS = {
     "prepare": Command(prepare, (
         argument("--variant", choices=["market", "deepfashion"], default="market",
@@ -77,4 +99,7 @@ COMMANDS = {
         argument("--persons", type=int, default=600, help="rendered persons (default 600)"),
         argument("--poses", type=int, default=4, help="images of each person (default 4)"),
     ), help="reduced G1 and G2 on rendered figures"),
+    "convert": Command(convert, (), help="the authors' TF checkpoint (Market-1501 or DeepFashion): "
+                                         "a folder --weights loads, with TF's padding"),
+    "bench": Command(bench, (), help="G1 and G2 alone (batches 1 and 8) and the pipeline, at 128x64 and 256x256"),
 }
