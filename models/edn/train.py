@@ -123,7 +123,7 @@ STAGES = ("global", "local", "face")
 VGG_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)  # VGGLoss.weights, relu1_1 .. relu5_1
 NO_VGG = "off: no vgg_path given (the VGG-19 ImageNet weights are not fetched)"
 # Reduced sizes for a CPU (the published: ngf 64, 4 downsamplings, 9 blocks, ndf 64).
-CPU_SIZES = {"ngf": 16, "n_downsample_global": 3, "n_blocks_global": 3, "ndf": 32, "face_ngf": 16, "face_ndf": 32}
+CPU_SIZES = {"ngf": 16, "n_downsample_global": 4, "n_blocks_global": 3, "ndf": 16, "face_ngf": 16, "face_ndf": 16}
 FACE_MIN_BUDGET = 30 * 60  # train_target: a face stage only from this budget on (seconds)
 FACE_SHARE = 0.25  # of the budget, when it has one
 
