@@ -462,7 +462,7 @@ def add_train(trn):
     trn.add_argument("--max-steps", type=int)
     trn.add_argument("--time-budget", type=float, help="seconds; stops cleanly with a checkpoint")
     trn.add_argument("--batch-size", type=int)
-    trn.add_argument("--lr", type=float, default=2e-4)
+    trn.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's own, the authors')")
     trn.add_argument("--device", default="auto")
     trn.add_argument("--seed", type=int, default=0)
     trn.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")

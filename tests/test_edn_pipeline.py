@@ -2,8 +2,8 @@
 person (scikit-image's astronaut photo, held still), the pipeline, the CLI and the REST route."""
 
 import subprocess
-import time
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -175,3 +175,21 @@ def test_a_target_trained_through_the_api_then_used(target_dir, source_video, tm
         r = client.post("/v1/motion-transfer", files={"video": ("dance.mp4", source_video.read_bytes())},
                         data={"target": job["id"]})
         assert r.status_code == 410 and r.json()["error"]["code"] == "gone", r.text
+
+
+def test_the_demo_target_answers_out_of_the_box(tmp_path):
+    """With no target of the user's, POST /v1/motion-transfer answers with the shipped demo target:
+    one frame a source frame, at the demo generator's size."""
+    from tests.conftest import EXAMPLES
+
+    dance = EXAMPLES / "dance.mp4"
+    settings = make_settings(tmp_path, tmp_path / "no-weights")
+    with serving(settings, Worker(settings, models=["edn"])) as client:
+        r = client.post("/v1/motion-transfer", files={"video": ("dance.mp4", dance.read_bytes())},
+                        data={"wait": "300"})
+        assert r.status_code == 200, r.text
+        result = tmp_path / "out.mp4"
+        result.write_bytes(r.content)
+        chunks = list(media.read_video(result))
+        assert sum(len(c) for c in chunks) == sum(len(c) for c in media.read_video(dance))
+        assert chunks[0].shape[1:3] == (256, 512)

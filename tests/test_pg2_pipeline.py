@@ -21,6 +21,7 @@ from models.perception import pose as pose_lib
 from models.pg2 import pipeline as pg2_pipeline
 from models.pg2.networks import ImageRefinementGenerator, PoseIntegrationGenerator
 from service.jobs.worker import Worker
+from tests.conftest import EXAMPLES
 from tests.test_api import make_settings, serving
 
 SIZE = (128, 64)
@@ -245,3 +246,15 @@ def test_the_ports_release_loads_with_its_own_pose_encoding(tmp_path, monkeypatc
     # Without the files, the error names them.
     with pytest.raises(Exception, match="G1.pth"):
         pg2_pipeline.PG2Pipeline.from_pretrained(tmp_path / "deepfashion" / "nothing", device="cpu")
+
+
+def test_the_demo_weights_answer_out_of_the_box(tmp_path):
+    """With no weights of the user's, POST /v1/pose-transfer answers with the shipped demo weights."""
+    settings = make_settings(tmp_path, tmp_path / "no-weights")
+    with serving(settings, Worker(settings, models=["pg2"])) as client:
+        files = {"image": ("person.png", (EXAMPLES / "person.png").read_bytes()),
+                 "pose": ("pose.json", (EXAMPLES / "pose.json").read_bytes())}
+        r = client.post("/v1/pose-transfer", files=files, data={"wait": "120"})
+        assert r.status_code == 200, r.text
+        image = Image.open(io.BytesIO(r.content))
+        assert image.size == (64, 128) and "demo" in image.info["Comment"]

@@ -31,7 +31,7 @@ def train(args) -> dict:
     if args.stage is None:
         raise TalkingFaceError("train atvgnet needs --stage atnet or --stage vgnet")
     summary = training.train(args.data, args.stage, args.out, max_steps=args.max_steps,
-                             time_budget=args.time_budget, batch_size=args.batch_size, lr=args.lr,
+                             time_budget=args.time_budget, batch_size=args.batch_size, lr=args.lr or 2e-4,
                              width=args.width, ngf=args.ngf, n_blocks=args.n_blocks, disc_width=args.disc_width,
                              pixel_warmup=args.pixel_warmup, whole_video=args.whole_video, ema=args.ema,
                              device=args.device, resume=not args.restart, seed=args.seed,

@@ -71,7 +71,7 @@ def train(args) -> dict:
              if getattr(args, k) is not None}
     summary = training.train(args.data, args.out, stage=args.stage, load_pretrain=args.pretrain,
                              max_steps=args.max_steps, time_budget=args.time_budget,
-                             batch_size=args.batch_size or 1, lr=args.lr, vgg_path=args.vgg, use_l1=args.use_l1,
+                             batch_size=args.batch_size or 1, lr=args.lr or 2e-4, vgg_path=args.vgg, use_l1=args.use_l1,
                              niter_fix_global=args.niter_fix_global, niter_fix_main=args.niter_fix_main,
                              face_type=args.face_type, device=args.device, resume=not args.restart, seed=args.seed,
                              progress=not args.quiet, **sizes)
