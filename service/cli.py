@@ -106,6 +106,9 @@ class ModelFlags:
             choices = [c for m in owners for c in self.arguments[m][dest].keywords.get("choices") or ()]
             if arg.keywords.get("choices") and len(set(choices)) > len(arg.keywords["choices"]):
                 overrides["choices"] = list(dict.fromkeys(choices))
+            helps = {m: self.arguments[m][dest].keywords.get("help") for m in owners}
+            if len(set(helps.values())) > 1:          # each model says what the flag is to it
+                overrides["help"] = "; ".join(f"{m}: {h}" for m, h in helps.items() if h)
             arg.add_to(group, **overrides)
 
     def resolve(self, args: argparse.Namespace, model: str, what: str) -> None:

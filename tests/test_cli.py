@@ -161,10 +161,11 @@ def test_readme_example_runs_with_the_shipped_demo_weights(tmp_path, monkeypatch
     (["data", "prepare", "--model", "davs", "--videos", "v", "--out", "o", "--basics", "b"],
      "--basics applies to atvgnet, not davs"),
     (["data", "prepare", "--videos", "v", "--out", "o", "--labels", "folder"], "--labels applies to davs, not atvgnet"),
-    (["train", "davs", "--data", "d", "--out", "o", "--stage", "atnet"], "apply to atvgnet, not davs"),
+    (["train", "davs", "--data", "d", "--out", "o", "--stage", "atnet"],
+     "--stage applies to atvgnet, pg2 and edn, not davs"),
     (["train", "atvgnet", "--data", "d", "--out", "o", "--image-size", "128"], "apply to davs, not atvgnet"),
     (["eval", "--model", "atvgnet", "--data", "d", "--run", "r"], "--run, --mode and --finetune-steps apply to davs"),
-    (["weights", "build-demo", "--minutes", "3"], "--minutes applies to davs, not atvgnet"),
+    (["weights", "build-demo", "--minutes", "3"], "--minutes applies to davs and edn, not atvgnet"),
     (["bench", "davs", "--memory", "10"], "--memory applies to atvgnet, not davs"),
     (["bench", "api", "--mode", "audio"], "--mode applies to davs, not api"),
 ])
@@ -180,8 +181,11 @@ def test_each_model_s_flags_are_listed_under_its_name(capsys):
     text = capsys.readouterr().out
     text = text[text.index("options:"):]                 # past the usage line
     assert "atvgnet only:" in text and "davs only:" in text
-    assert text.index("--data") < text.index("atvgnet only:") < text.index("--stage") < text.index("davs only:")
-    assert text.index("davs only:") < text.index("--image-size")
+    assert text.index("--data") < text.index("atvgnet only:") < text.index("davs only:") < text.index("--image-size")
+    # A flag several models declare is listed once, under all of them, saying what it is to each.
+    shared = text.index("atvgnet, pg2 and edn only:")
+    assert shared < text.index("\n  --stage {") and text.count("\n  --stage {") == 1
+    assert "atvgnet: which network to train" in " ".join(text[shared:].split())
 
 
 class ToyPipeline:
