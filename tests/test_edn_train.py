@@ -308,6 +308,10 @@ def test_export_target_writes_what_the_pipeline_reads(global_run, data_dir, tmp_
     assert networks["generator"].config == train.read_config(run)["generator"]
     with np.load(folder / "target_poses.npz") as arrays:
         assert arrays["keypoints"].shape == (14, 18, 3) and arrays["keypoints"].dtype == np.float32
+    half = train.export_target(run, tmp_path / "half", half=True)
+    loaded = load_project_networks(half, {"generator": NETWORKS["global"]}, read_project(half))["generator"]
+    for a, b in zip(loaded.parameters(), networks["generator"].parameters()):
+        assert a.dtype == torch.float32 and torch.allclose(a, b, atol=1e-3, rtol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------

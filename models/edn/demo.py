@@ -418,7 +418,9 @@ def build_demo(out_dir, work_dir=None, train_seconds=22 * 60, seed=0, progress=T
     run = train.train(data["target"], work / "run", stage="global", time_budget=train_seconds or None,
                       max_steps=None if train_seconds else 2, seed=seed, device="auto", progress=progress,
                       sample_every=50, checkpoint_every=100, **recipe, **sizes)
-    out_dir = train.export_target(work / "run", out_dir, name="demo (project-trained on a rendered dancing figure)")
+    # float16 storage keeps the folder under 10 MB; it is scored as loaded, in float32.
+    out_dir = train.export_target(work / "run", out_dir, name="demo (project-trained on a rendered dancing figure)",
+                                  half=True)
 
     device = pick_device("auto")
     config = read_project(out_dir)

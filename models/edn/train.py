@@ -577,7 +577,7 @@ def train(data_dir, out_dir, callback: Callable[[int, int], None] | None = None,
 # Export
 
 
-def export_target(run_dirs, out_dir, name: str | None = None) -> Path:
+def export_target(run_dirs, out_dir, name: str | None = None, half: bool = False) -> Path:
     """A target folder for ``models.edn.pipeline`` from one or more run folders.
 
     The generator is the last run's, the face generator the last face run's (none without
@@ -590,6 +590,8 @@ def export_target(run_dirs, out_dir, name: str | None = None) -> Path:
         run_dirs: a run folder, or several (e.g. the global run and the face run after it).
         out_dir: the target folder to write.
         name (optional): what the target is called; by default the video's file name.
+        half (bool, defaults to False): store the weights as float16, half the size; they
+            load back into the float32 networks.
     """
     runs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     configs = [(Path(run), read_config(run)) for run in runs]
@@ -607,6 +609,8 @@ def export_target(run_dirs, out_dir, name: str | None = None) -> Path:
     keypoints = edn_data.target_keypoints(data_dir).astype(np.float32)
     if name is None:
         name = f"target trained on {Path(edn_data.read_manifest(data_dir)['video']).name}"
+    if half:
+        networks = {key: network.half() for key, network in networks.items()}
     return save_project(out_dir, "edn", networks, name=name, arrays={"target_poses": {"keypoints": keypoints}},
                         extra=extra)
 
