@@ -53,7 +53,7 @@ def namespace(**values):
 
 
 def test_commands_declare_prepare_train_and_build_demo():
-    assert set(commands.COMMANDS) == {"prepare", "train", "build-demo"}
+    assert {"prepare", "train", "build-demo"} <= set(commands.COMMANDS)
     flags = {arg.name for arg in commands.COMMANDS["train"].arguments}
     assert {"--stage", "--video", "--pretrain", "--export", "--ngf", "--num-d", "--vgg"} <= flags
 
@@ -76,7 +76,7 @@ def test_train_command_prepares_the_video_trains_and_exports(tmp_path):
     demo.write_dance(tmp_path / "me.mp4", 0.2)
     args = namespace(stage="global", video=str(tmp_path / "me.mp4"), data=str(tmp_path / "data"),
                      out=str(tmp_path / "run"), pretrain=None, export=str(tmp_path / "target"), max_steps=1,
-                     time_budget=None, batch_size=None, lr=2e-4, vgg=None, use_l1=False, niter_fix_global=0,
+                     time_budget=None, batch_size=None, lr=None, vgg=None, use_l1=False, niter_fix_global=0,
                      niter_fix_main=None, face_type="face", device="cpu", restart=False, seed=0, quiet=True,
                      n_downsample_global=2, n_blocks_global=1, ngf=4, ndf=4, num_d=None)
     result = commands.train(args)
