@@ -177,13 +177,14 @@ def test_a_target_trained_through_the_api_then_used(target_dir, source_video, tm
         assert r.status_code == 410 and r.json()["error"]["code"] == "gone", r.text
 
 
-def test_the_demo_target_answers_out_of_the_box(tmp_path):
+def test_the_demo_target_answers_out_of_the_box(tmp_path, monkeypatch):
     """With no target of the user's, POST /v1/motion-transfer answers with the shipped demo target:
     one frame a source frame, at the demo generator's size."""
     from tests.conftest import EXAMPLES
 
     dance = EXAMPLES / "dance.mp4"
-    settings = make_settings(tmp_path, tmp_path / "no-weights")
+    monkeypatch.setenv("TALKINGFACE_WEIGHTS_DIR", str(tmp_path / "no-weights"))    # none of the authors'
+    settings = make_settings(tmp_path, None)
     with serving(settings, Worker(settings, models=["edn"])) as client:
         r = client.post("/v1/motion-transfer", files={"video": ("dance.mp4", dance.read_bytes())},
                         data={"wait": "300"})

@@ -248,9 +248,10 @@ def test_the_ports_release_loads_with_its_own_pose_encoding(tmp_path, monkeypatc
         pg2_pipeline.PG2Pipeline.from_pretrained(tmp_path / "deepfashion" / "nothing", device="cpu")
 
 
-def test_the_demo_weights_answer_out_of_the_box(tmp_path):
+def test_the_demo_weights_answer_out_of_the_box(tmp_path, monkeypatch):
     """With no weights of the user's, POST /v1/pose-transfer answers with the shipped demo weights."""
-    settings = make_settings(tmp_path, tmp_path / "no-weights")
+    monkeypatch.setenv("TALKINGFACE_WEIGHTS_DIR", str(tmp_path / "no-weights"))    # none of the authors'
+    settings = make_settings(tmp_path, None)
     with serving(settings, Worker(settings, models=["pg2"])) as client:
         files = {"image": ("person.png", (EXAMPLES / "person.png").read_bytes()),
                  "pose": ("pose.json", (EXAMPLES / "pose.json").read_bytes())}

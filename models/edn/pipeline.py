@@ -22,7 +22,7 @@ frames that the pose normalisation compares the source with. The steps:
    data preparation does (1024x512, and 512x256 for a global-stage generator).
 4. Synthesis (Sec. 3, temporal smoothing): each frame's generator input is its label and
    the previous generated frame (zeros for the first); with a face generator its residual
-   is added on the 128x128 face box (Sec. 3, face GAN; full-size labels only).
+   is added on the 128x128 face box (Sec. 3, face GAN; 64x64 on a global-stage target's labels).
 
 Memory is bounded: the video is read once, chunk by chunk, keeping only keypoints, and
 frames are drawn and handed on ``chunk_frames`` at a time.
@@ -40,6 +40,7 @@ import torch
 from models import weights as weights_lib
 from models.common.device import pick_device
 from models.common.pipeline import MotionTransferPipeline, Option, load_project_networks, read_project
+from models.edn.dataset import scale_face_box
 from models.edn.networks import NETWORKS, FaceBox, synthesize_frame
 from models.errors import InvalidInput, WeightsMissing
 from models.perception import pose as pose_lib
@@ -250,15 +251,14 @@ class EDNPipeline(MotionTransferPipeline):
     def draw(self, poses: np.ndarray, target: Target, progress=None, done=0, total=None):
         """Steps 3-4: yield uint8 frame chunks of ``poses`` drawn by ``target``."""
         previous = None
-        full_size = tuple(target.label_size) == tuple(pose_lib.EDN_LABEL_SIZE)
         chunk = []
         for i, posepts in enumerate(poses):
             label = label_tensor(posepts, target.label_size).to(self.device)
             if previous is None:
                 previous = label.new_zeros(1, 3, *label.shape[2:])
-            face = target.face if full_size else None
-            box = FaceBox(*pose_lib.edn_face_box(posepts)) if face is not None else None
-            previous = synthesize_frame(target.generator, label, previous, face, box)
+            # The face box of the full-size label, scaled as training scaled it for a global-stage target.
+            box = FaceBox(*scale_face_box(pose_lib.edn_face_box(posepts), target.label_size)) if target.face else None
+            previous = synthesize_frame(target.generator, label, previous, target.face, box)
             chunk.append(previous[0].clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).cpu().numpy())
             if len(chunk) == self.chunk_frames or i == len(poses) - 1:
                 if progress is not None:
