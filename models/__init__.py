@@ -4,9 +4,11 @@ Nothing here knows about HTTP or databases; ``service`` builds on it.
 """
 
 from models.errors import InvalidInput, NoFaceFound, TalkingFaceError, UnknownModel, WeightsMissing
-from models.types import MotionTransferInput, PoseTransferInput, TalkingFaceInput, Video
+from models.types import ImageCondition, Images, MotionTransferInput, PoseTransferInput, TalkingFaceInput, Video
 
 __all__ = [
+    "ImageCondition",
+    "Images",
     "InvalidInput",
     "MotionTransferInput",
     "NoFaceFound",

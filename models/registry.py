@@ -39,6 +39,7 @@ PG2_LICENCE = "MIT (the PyTorch port's LICENSE); trained on Market-1501, whose i
 PG2_DRIVE = ("https://drive.google.com/open?id=1BCT4cF07Cq0EM62-Re6S56aTs_cc2280",)
 EDN_SOURCE = ("no weights are released: a target person is trained on a video of them (talkingface train edn, "
               "POST /v1/motion-targets, or the authors' train_fullts.py of github.com/carolineec/EverybodyDanceNow)")
+NO_RELEASE = "no weights are released: train them (talkingface train {name} --images DIR) or use the demo weights"
 DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "demo"
 
 
@@ -182,6 +183,72 @@ REGISTRY = {
                        "canvas, for the pose normalisation", EDN_SOURCE, optional=True),
         ),
     ),
+    # Image generators (task image-generation). Each folder's pipeline module documents its
+    # system; the networks keep the reference code's names and forward signatures.
+    "dcgan": ModelSpec(
+        name="dcgan",
+        task="image-generation",
+        paper="Radford, Metz and Chintala, Unsupervised Representation Learning with Deep Convolutional "
+              "Generative Adversarial Networks, ICLR 2016",
+        pipeline="models.dcgan.pipeline:DCGANPipeline",
+        demo=DEMO_WEIGHTS / "dcgan",
+        commands="models.dcgan.commands",
+        networks={
+            "generator": NetworkSpec("models.dcgan.networks:Generator"),
+            "discriminator": NetworkSpec("models.dcgan.networks:Discriminator"),
+        },
+    ),
+    "lapgan": ModelSpec(
+        name="lapgan",
+        task="image-generation",
+        paper="Denton, Chintala, Szlam and Fergus, Deep Generative Image Models using a Laplacian Pyramid of "
+              "Adversarial Networks, NeurIPS 2015",
+        pipeline="models.lapgan.pipeline:LAPGANPipeline",
+        demo=DEMO_WEIGHTS / "lapgan",
+        commands="models.lapgan.commands",
+    ),
+    "stackgan": ModelSpec(
+        name="stackgan",
+        task="image-generation",
+        paper="Zhang, Xu, Li, Zhang, Wang, Huang and Metaxas, StackGAN: Text to Photo-realistic Image Synthesis "
+              "with Stacked Generative Adversarial Networks, ICCV 2017; StackGAN++, TPAMI 2018",
+        pipeline="models.stackgan.pipeline:StackGANPipeline",
+        demo=DEMO_WEIGHTS / "stackgan",
+        commands="models.stackgan.commands",
+    ),
+    "sgan": ModelSpec(
+        name="sgan",
+        task="image-generation",
+        paper="Huang, Li, Poursaeed, Hopcroft and Belongie, Stacked Generative Adversarial Networks, CVPR 2017",
+        pipeline="models.sgan.pipeline:SGANPipeline",
+        demo=DEMO_WEIGHTS / "sgan",
+        commands="models.sgan.commands",
+    ),
+    "gran": ModelSpec(
+        name="gran",
+        task="image-generation",
+        paper="Im, Kim, Jiang and Memisevic, Generating Images with Recurrent Adversarial Networks, 2016",
+        pipeline="models.gran.pipeline:GRANPipeline",
+        demo=DEMO_WEIGHTS / "gran",
+        commands="models.gran.commands",
+    ),
+    "lrgan": ModelSpec(
+        name="lrgan",
+        task="image-generation",
+        paper="Yang, Kannan, Batra and Parikh, LR-GAN: Layered Recursive Generative Adversarial Networks for "
+              "Image Generation, ICLR 2017",
+        pipeline="models.lrgan.pipeline:LRGANPipeline",
+        demo=DEMO_WEIGHTS / "lrgan",
+        commands="models.lrgan.commands",
+    ),
+    "ssgan": ModelSpec(
+        name="ssgan",
+        task="image-generation",
+        paper="Wang and Gupta, Generative Image Modeling using Style and Structure Adversarial Networks, ECCV 2016",
+        pipeline="models.ssgan.pipeline:SSGANPipeline",
+        demo=DEMO_WEIGHTS / "ssgan",
+        commands="models.ssgan.commands",
+    ),
 }
 
 
@@ -237,8 +304,13 @@ def resolve_weights(system, weights=None):
     names the missing files.
     """
     model = spec(system)
-    authors_complete = lambda folder: all(weights_lib.locate(f, folder) or f.optional  # noqa: E731
-                                          for f in model.files)
+
+    def authors_complete(folder):
+        # Every required file, and at least one file: a model whose files are all optional
+        # (a choice of releases) needs one of them; a model with none released has none.
+        found = [f for f in model.files if weights_lib.locate(f, folder)]
+        return bool(found) and all(f in found or f.optional for f in model.files)
+
     folder = weights_lib.weights_dir(weights)
     if weights is not None:
         return ("project" if _project_of(folder) in (system, "") else "authors"), folder

@@ -84,3 +84,40 @@ class MotionTransferInput:
     video: Frames
     audio: np.ndarray | None
     sample_rate: int = 16000
+
+
+@dataclass
+class ImageCondition:
+    """What an image generator is asked to draw; every field is optional.
+
+    Args:
+        text: a caption (StackGAN, GAN-INT-CLS): encoded by the model's text encoder.
+        label: a class index (class-conditional models, InfoGAN's categorical code).
+        vector: float32 (d,) for every image, or (n, d) one per image: a text embedding
+            (StackGAN's 1024-d char-CNN-RNN embedding), InfoGAN's continuous codes.
+    """
+
+    text: str | None = None
+    label: int | None = None
+    vector: np.ndarray | None = None
+
+    def given(self) -> tuple[str, ...]:
+        """The kinds of condition set, in the order text, label, vector."""
+        return tuple(kind for kind in ("text", "label", "vector") if getattr(self, kind) is not None)
+
+
+@dataclass
+class Images:
+    """Images an image generator made.
+
+    Attributes:
+        images: uint8 RGB, (n, H, W, 3): the final images.
+        levels: the coarse-to-fine steps of a pyramid or stacked model when asked, in
+            order: [(name, uint8 (n, h, w, 3)), ...], the last level's size that of
+            ``images`` or smaller; empty otherwise.
+        info: what made them (model, weights, device, the condition used, ...).
+    """
+
+    images: np.ndarray
+    levels: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)

@@ -7,7 +7,9 @@ the task's method:
   clip as a stream of uint8 frame chunks;
 * ``PoseTransferPipeline`` (photo of a person + target pose -> image): ``transfer``;
 * ``MotionTransferPipeline`` (a source dance video -> the target person dancing it):
-  ``frame_chunks``, and ``train_target`` for a new target person.
+  ``frame_chunks``, and ``train_target`` for a new target person;
+* ``ImageGenerationPipeline`` (noise, and a condition where the model takes one -> images):
+  ``generate``.
 
 The class declares, once, what the model takes: its ``options`` with types, defaults and
 limits (and ``accepts_video`` for a talking face). The CLI, the REST form, the job schema
@@ -35,7 +37,7 @@ from tqdm.auto import tqdm
 from models import weights as weights_lib
 from models.errors import InvalidInput
 from models.perception.audio import resample
-from models.types import MotionTransferInput, PoseTransferInput, TalkingFaceInput, Video
+from models.types import ImageCondition, Images, MotionTransferInput, PoseTransferInput, TalkingFaceInput, Video
 
 PROJECT_CONFIG = "config.json"      # marks a folder of weights trained by this project
 CHECKSUMS = "SHA256SUMS"
@@ -310,6 +312,101 @@ class MotionTransferPipeline(Pipeline):
     def train_target(self, video, out_dir, progress=None, **options) -> dict:
         """Learn a new target person from ``video`` (a path) into the folder ``out_dir``; a summary."""
         raise NotImplementedError
+
+
+# Options every image generator takes (``n`` is capped lower by the service's settings).
+IMAGE_OPTIONS = (
+    SEED_OPTION,
+    Option("n", int, 1, "how many images", minimum=1, maximum=64),
+    Option("levels", bool, False, "also the coarse-to-fine steps of a pyramid or stacked model"),
+    Option("format", str, "grid", "several images as one PNG grid, or a zip of PNGs", choices=("grid", "zip")),
+)
+# The text and label conditions are options of the models that take them.
+TEXT_OPTION = Option("text", str, None, "a caption of the image to draw")
+
+
+def label_option(classes: int, what="class") -> Option:
+    """The ``label`` option of a model conditioned on one of ``classes`` classes."""
+    return Option("label", int, None, f"{what} to draw, 0 to {classes - 1}", minimum=0, maximum=classes - 1)
+
+
+class ImageGenerationPipeline(Pipeline):
+    """Base of the image generators: noise (and a condition, where the model takes one) -> images.
+
+    Subclasses set ``name`` and ``options`` and implement ``generate``. A model that takes
+    a caption declares ``TEXT_OPTION``, one that takes a class ``label_option(k)``, in its
+    ``options``; one that takes a vector (a text embedding, InfoGAN's codes) sets
+    ``vector_size`` (or ``vector_size = 0`` when its weights decide the length, checked
+    when it draws). ``levels`` says whether it has coarse-to-fine steps to show.
+
+    Sampling draws from torch's global generator, which the service seeds from ``seed``:
+    the same seed gives the same images.
+    """
+
+    task = "image-generation"
+    common_options = IMAGE_OPTIONS
+    vector_size: int | None = None    # None: takes no vector; 0: a length its weights decide
+    condition_required = False        # True: a request must carry a condition
+    levels = False                    # True: ``generate(levels=True)`` returns the coarse-to-fine steps
+
+    @classmethod
+    def conditions(cls) -> tuple[str, ...]:
+        """The kinds of condition the model takes: "text", "label", "vector"."""
+        options = cls.declared_options()
+        return tuple(kind for kind, taken in (("text", "text" in options), ("label", "label" in options),
+                                              ("vector", cls.vector_size is not None)) if taken)
+
+    @classmethod
+    def check_condition(cls, condition: ImageCondition | None, n: int, vector_size=None) -> ImageCondition:
+        """``condition`` checked against the declaration; a vector becomes float32 (n, d).
+
+        ``vector_size`` is the length the loaded weights need, when the class leaves it open.
+        """
+        condition = condition or ImageCondition()
+        taken = cls.conditions()
+        for kind in condition.given():
+            if kind not in taken:
+                what = ", ".join(taken) if taken else "none: it is unconditional"
+                raise InvalidInput(f"model {cls.name} takes no {kind} condition (it takes {what})")
+        if cls.condition_required and not condition.given():
+            raise InvalidInput(f"model {cls.name} needs a condition: {' or '.join(taken)}")
+        if condition.vector is None:
+            return condition
+        vector = np.asarray(condition.vector)
+        if vector.dtype.kind not in "iuf" or vector.ndim not in (1, 2) or vector.size == 0:
+            raise InvalidInput("the condition vector must be numbers, shaped (d,) or (n, d)")
+        vector = vector.astype(np.float32)
+        if not np.isfinite(vector).all():
+            raise InvalidInput("the condition vector holds NaN or infinity")
+        if vector.ndim == 1:
+            vector = np.broadcast_to(vector, (n, vector.shape[0]))
+        if vector.shape[0] != n:
+            raise InvalidInput(f"the condition holds {vector.shape[0]} vectors for {n} images")
+        size = vector_size or cls.vector_size
+        if size and vector.shape[1] != size:
+            raise InvalidInput(f"model {cls.name} takes a condition vector of {size} numbers, "
+                               f"got {vector.shape[1]}")
+        return ImageCondition(text=condition.text, label=condition.label, vector=np.ascontiguousarray(vector))
+
+    def generate(self, n: int, condition: ImageCondition, levels=False, progress=None, **options) -> Images:
+        """``n`` images for ``condition`` (checked by ``check_condition``).
+
+        ``levels``: also the coarse-to-fine steps (``Images.levels``), where the model has
+        them. ``progress(done, total)`` as the images are made. ``options`` are the
+        model's declared ``options`` (``text`` and ``label`` arrive in ``condition``).
+        """
+        raise NotImplementedError
+
+    def __call__(self, n=1, condition: ImageCondition | None = None, levels=False, progress=None,
+                 **options) -> Images:
+        condition = self.check_condition(condition, n)
+        return self.generate(n, condition, levels=levels and self.levels, progress=progress, **options)
+
+    @classmethod
+    def call_options(cls, options: dict) -> dict:
+        """The model's own options, less the condition's (``text``, ``label``), which ``generate``
+        gets in its ``ImageCondition``."""
+        return {k: v for k, v in super().call_options(options).items() if k not in ("text", "label")}
 
 
 # ---------------------------------------------------------------------------------------
