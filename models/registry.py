@@ -183,72 +183,9 @@ REGISTRY = {
                        "canvas, for the pose normalisation", EDN_SOURCE, optional=True),
         ),
     ),
-    # Image generators (task image-generation). Each folder's pipeline module documents its
-    # system; the networks keep the reference code's names and forward signatures.
-    "dcgan": ModelSpec(
-        name="dcgan",
-        task="image-generation",
-        paper="Radford, Metz and Chintala, Unsupervised Representation Learning with Deep Convolutional "
-              "Generative Adversarial Networks, ICLR 2016",
-        pipeline="models.dcgan.pipeline:DCGANPipeline",
-        demo=DEMO_WEIGHTS / "dcgan",
-        commands="models.dcgan.commands",
-        networks={
-            "generator": NetworkSpec("models.dcgan.networks:Generator"),
-            "discriminator": NetworkSpec("models.dcgan.networks:Discriminator"),
-        },
-    ),
-    "lapgan": ModelSpec(
-        name="lapgan",
-        task="image-generation",
-        paper="Denton, Chintala, Szlam and Fergus, Deep Generative Image Models using a Laplacian Pyramid of "
-              "Adversarial Networks, NeurIPS 2015",
-        pipeline="models.lapgan.pipeline:LAPGANPipeline",
-        demo=DEMO_WEIGHTS / "lapgan",
-        commands="models.lapgan.commands",
-    ),
-    "stackgan": ModelSpec(
-        name="stackgan",
-        task="image-generation",
-        paper="Zhang, Xu, Li, Zhang, Wang, Huang and Metaxas, StackGAN: Text to Photo-realistic Image Synthesis "
-              "with Stacked Generative Adversarial Networks, ICCV 2017; StackGAN++, TPAMI 2018",
-        pipeline="models.stackgan.pipeline:StackGANPipeline",
-        demo=DEMO_WEIGHTS / "stackgan",
-        commands="models.stackgan.commands",
-    ),
-    "sgan": ModelSpec(
-        name="sgan",
-        task="image-generation",
-        paper="Huang, Li, Poursaeed, Hopcroft and Belongie, Stacked Generative Adversarial Networks, CVPR 2017",
-        pipeline="models.sgan.pipeline:SGANPipeline",
-        demo=DEMO_WEIGHTS / "sgan",
-        commands="models.sgan.commands",
-    ),
-    "gran": ModelSpec(
-        name="gran",
-        task="image-generation",
-        paper="Im, Kim, Jiang and Memisevic, Generating Images with Recurrent Adversarial Networks, 2016",
-        pipeline="models.gran.pipeline:GRANPipeline",
-        demo=DEMO_WEIGHTS / "gran",
-        commands="models.gran.commands",
-    ),
-    "lrgan": ModelSpec(
-        name="lrgan",
-        task="image-generation",
-        paper="Yang, Kannan, Batra and Parikh, LR-GAN: Layered Recursive Generative Adversarial Networks for "
-              "Image Generation, ICLR 2017",
-        pipeline="models.lrgan.pipeline:LRGANPipeline",
-        demo=DEMO_WEIGHTS / "lrgan",
-        commands="models.lrgan.commands",
-    ),
-    "ssgan": ModelSpec(
-        name="ssgan",
-        task="image-generation",
-        paper="Wang and Gupta, Generative Image Modeling using Style and Structure Adversarial Networks, ECCV 2016",
-        pipeline="models.ssgan.pipeline:SSGANPipeline",
-        demo=DEMO_WEIGHTS / "ssgan",
-        commands="models.ssgan.commands",
-    ),
+    # Image generators (task image-generation), in the order dcgan, lapgan, stackgan, sgan,
+    # gran, lrgan, ssgan. Each folder's pipeline module documents its system; the networks
+    # keep the reference code's names and forward signatures.
 }
 
 
