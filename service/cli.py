@@ -352,6 +352,14 @@ def cmd_data(args):
 
 
 def cmd_train(args):
+    # The image generators train on --images (their own flag); the others on a prepared --data.
+    takes_images = any(a.name == "--images" for a in args.commands[args.model].arguments)
+    if args.data is None and not takes_images:
+        raise TalkingFaceError(f"train {args.model} needs --data (a folder `talkingface data prepare` wrote)")
+    print(json.dumps(_run(args)))
+
+
+def cmd_convert(args):
     print(json.dumps(_run(args)))
 
 
@@ -460,7 +468,7 @@ def add_data(data):
 def add_train(trn):
     commands = _commands("train")
     trn.add_argument("model", choices=list(commands))
-    trn.add_argument("--data", required=True)
+    trn.add_argument("--data", help="prepared dataset folder (talking-face, pose and motion models)")
     trn.add_argument("--out", required=True, help="run folder: checkpoints, config.json, log.csv, samples/")
     trn.add_argument("--max-steps", type=int)
     trn.add_argument("--time-budget", type=float, help="seconds; stops cleanly with a checkpoint")
@@ -523,7 +531,7 @@ def add_weights(wts):
         convert.add_argument("--model", required=True, choices=list(commands))
         convert.add_argument("source", help="the authors' checkpoint: a file, its prefix or its folder")
         convert.add_argument("--out", required=True, help="weights folder to write")
-        _add_commands(convert, commands, "weights convert", cmd_train)
+        _add_commands(convert, commands, "weights convert", cmd_convert)
 
 
 # Subcommands whose flags come from the registered models: name -> (help, builder).
