@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 
-from service.api import dashboard, errors, files, health, jobs, models, motion, pose, talking_face, workers
+from service.api import dashboard, errors, files, health, images, jobs, models, motion, pose, talking_face, workers
 from service.api.serialize import job_body
 from service.jobs.store import JobStore
 from service.prometheus import HTTPMetrics, build_registry
@@ -99,8 +99,8 @@ def create_app(settings: Settings | None = None, start_workers: bool = False) ->
     app.state.metrics_registry = registry
     app.add_middleware(HTTPMetrics, requests=requests, latency=latency)
     errors.install(app)
-    for router in (talking_face.router, pose.router, motion.router, files.router, jobs.router, models.router,
-                   workers.router, health.router, dashboard.router):
+    for router in (talking_face.router, pose.router, motion.router, images.router, files.router, jobs.router,
+                   models.router, workers.router, health.router, dashboard.router):
         app.include_router(router)
     add_docs(app)
     return app

@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import sys
+from pathlib import Path
 
 from models.common.commands import Argument, Command, argument
 from models.errors import TalkingFaceError
@@ -168,15 +169,16 @@ def _run(args):
 def option_argument(option) -> Argument:
     """The ``generate`` flag of a declared ``Option``: ``--paste-back``, ``--finetune-steps N`` ..."""
     flag = "--" + option.name.replace("_", "-")
+    flags = ("-" + option.name, flag) if len(option.name) == 1 else (flag,)     # -n as well as --n
     if option.type is bool:
         action = argparse.BooleanOptionalAction if option.default else "store_true"
-        return argument(flag, action=action, default=bool(option.default), help=option.help)
+        return argument(*flags, action=action, default=bool(option.default), help=option.help)
     keywords = {"type": option.type, "default": option.default, "help": option.help}
     if option.choices:
         keywords["choices"] = list(option.choices)
     elif option.type in (int, float):
         keywords["metavar"] = "N"
-    return argument(flag, **keywords)
+    return argument(*flags, **keywords)
 
 
 def cmd_generate(args):
@@ -186,6 +188,8 @@ def cmd_generate(args):
     from service import render
 
     name = registry.spec(args.model).name
+    if registry.spec(name).task == "image-generation":
+        raise TalkingFaceError(f"{name} draws images from noise: `talkingface sample --model {name} -o DIR`")
     args.flags.resolve(args, name, "generate")
     task = render.TASKS[registry.spec(name).task]
     files = {role: getattr(args, role) for role in ("image", "audio", "video", "pose") if getattr(args, role)}
@@ -210,11 +214,11 @@ def cmd_generate(args):
 
 
 @contextlib.contextmanager
-def _progress_bar(name, quiet):
-    """``progress(done, total)`` drawing a tqdm bar of frames."""
+def _progress_bar(name, quiet, unit="frame"):
+    """``progress(done, total)`` drawing a tqdm bar of frames (or ``unit``)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(unit="frame", desc=name, disable=quiet)
+    bar = tqdm(unit=unit, desc=name, disable=quiet)
 
     def progress(done, total):
         bar.total = total
@@ -245,6 +249,33 @@ def _generate_video(args, name, pipeline, options):
     with _progress_bar(name, args.quiet) as progress:
         result = render.render(pipe, inputs, args.output, options=options, progress=progress, reference=reference)
     print(f"wrote {args.output} ({result.frames} frames, {result.seconds:.2f} s, "
+          f"weights: {result.info.get('weights')}, device: {result.info.get('device')})")
+
+
+def cmd_sample(args):
+    from models import registry
+    from models.common.pipeline import check_options
+    from service import render
+
+    name = registry.spec(args.model).name
+    if registry.spec(name).task != "image-generation":
+        raise TalkingFaceError(f"{name} is not an image generator (`talkingface generate` runs it)")
+    args.flags.resolve(args, name, "sample")
+    pipeline = registry.pipeline_class(name)
+    options = check_options(pipeline, {option: getattr(args, option, None) for option in pipeline.declared_options()})
+    output = Path(args.output)
+    layout = {".zip": "zip", ".png": "png"}.get(output.suffix.lower(), "folder")
+    if layout == "folder":
+        output.mkdir(parents=True, exist_ok=True)
+    else:
+        render.check_output(output)
+    condition = render.read_image_condition(pipeline, {"condition": args.vector}, options)
+    pipe = registry.load(name, weights=args.weights, device=args.device)
+    with _progress_bar(name, args.quiet, unit="image") as progress:
+        result = render.render_images(pipe, condition, output, options=options, progress=progress, layout=layout)
+    height, width = result.info["size"]
+    levels = f", levels {', '.join(result.info['levels'])}" if result.info["levels"] else ""
+    print(f"wrote {output} ({result.frames} images of {width} x {height}{levels}, seed {result.info['seed']}, "
           f"weights: {result.info.get('weights')}, device: {result.info.get('device')})")
 
 
@@ -409,7 +440,7 @@ def cmd_weights_install(args):
 def add_generate(gen):
     from models import registry
 
-    names = list(registry.REGISTRY)
+    names = [name for name, model in registry.REGISTRY.items() if model.task != "image-generation"]
     video_models = [name for name in names if registry.accepts_video(name)]
     default = default_model()
     gen.add_argument("--model", default=default, help=f"{_listing(names, 'or')} (default {default})")
@@ -433,6 +464,23 @@ def add_generate(gen):
     # One flag per option any model declares; the common ones (every model's) come first.
     options = {name: tuple(option_argument(o) for o in registry.declared_options(name).values()) for name in names}
     gen.set_defaults(func=cmd_generate, flags=ModelFlags(gen, options))
+
+
+def add_sample(smp):
+    from models import registry
+
+    names = [name for name, model in registry.REGISTRY.items() if model.task == "image-generation"]
+    smp.add_argument("--model", required=True, help=_listing(names, "or") if names else "an image generator")
+    smp.add_argument("-o", "--output", required=True,
+                     help="a folder (one PNG an image, levels/ for the coarse-to-fine steps, info.json), "
+                          "a .png (one image, or a grid) or a .zip")
+    smp.add_argument("--vector", metavar="NPY", help="condition vector, a NumPy .npy file of (d,) or (n, d) numbers "
+                                                     "(a text embedding, InfoGAN's codes)")
+    smp.add_argument("--weights", help="weights folder (default $TALKINGFACE_WEIGHTS_DIR or ./weights)")
+    smp.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    smp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    options = {name: tuple(option_argument(o) for o in registry.declared_options(name).values()) for name in names}
+    smp.set_defaults(func=cmd_sample, flags=ModelFlags(smp, options))
 
 
 def add_bench(ben):
@@ -538,6 +586,7 @@ def add_weights(wts):
 MODEL_SUBCOMMANDS = {
     "generate": ("make a talking-face MP4 from a photo and a voice clip (or a video), or a person in a new pose",
                  add_generate),
+    "sample": ("draw images with an image generator (DCGAN, LAPGAN, StackGAN, ...)", add_sample),
     "bench": ("measure speed and memory; prints JSON", add_bench),
     "data": ("prepare training data from talking-head videos", add_data),
     "train": ("train a model on a prepared dataset", add_train),
@@ -564,6 +613,7 @@ def build_parser(command=None):
             build(subparser)
 
     model_subcommand("generate")
+    model_subcommand("sample")
 
     mod = sub.add_parser("models", help="list models and whether their weight files are found")
     mod.add_argument("--weights", help="weights folder (default $TALKINGFACE_WEIGHTS_DIR or ./weights)")

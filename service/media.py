@@ -122,3 +122,44 @@ def probe(path: str | os.PathLike) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"ffprobe failed on {path}: {done.stderr.decode(errors='replace')}")
     return json.loads(done.stdout)
+
+
+# An image generator's vector condition: at most 64 rows of 4,096 numbers.
+MAX_ARRAY_VALUES = 64 * 4096
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_array(path: str | os.PathLike, max_values: int = MAX_ARRAY_VALUES) -> np.ndarray:
+    """A NumPy ``.npy`` file of numbers, (d,) or (n, d), as float32; InvalidInput otherwise.
+
+    Nothing in the file is unpickled (``allow_pickle=False``), and its header is read before
+    its data, so a file announcing a huge array is refused without reading it.
+    """
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    with f:
+        if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise InvalidInput("the file is not a NumPy .npy array")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InvalidInput(f"the .npy header cannot be read: {exc}") from None
+        if dtype.kind not in "iuf" or len(shape) not in (1, 2) or 0 in shape:
+            raise InvalidInput("the array must hold numbers, shaped (d,) or (n, d)")
+        if int(np.prod(shape)) > max_values:
+            raise InvalidInput(f"the array holds {int(np.prod(shape))} numbers; at most {max_values} are taken")
+        f.seek(0)
+        try:
+            array = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InvalidInput(f"the .npy file cannot be read: {exc}") from None
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise InvalidInput("the array holds NaN or infinity")
+    return array

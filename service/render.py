@@ -15,6 +15,8 @@ are checked (``models.common.pipeline.check_options``), and the result is writte
   stream through the pipeline into the MP4 writer, with the source's sound.
 * motion-target (``read_target_video``, ``train_target``): a target person trained from a
   video into a folder beside the result, which is a JSON summary naming it.
+* image-generation (``read_image_condition``, ``render_images``): ``n`` images from a seed
+  (and a condition), as one PNG (a grid when several) or a zip of PNGs with each level's.
 
 ``TASKS`` says, per task, which input files a job takes, which kinds of upload each
 accepts, and what the result is; the job API, the worker and the CLI read it.
@@ -22,9 +24,11 @@ accepts, and what the result is; the job API, the worker and the CLI read it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import MotionTransferInput, PoseTransferInput, TalkingFaceInput
+from models import ImageCondition, MotionTransferInput, PoseTransferInput, TalkingFaceInput
 from models.common.pipeline import check_options
 from models.errors import InvalidInput
 from service import media
@@ -99,7 +103,7 @@ def read_talking_face_files(pipe, files: dict, options: dict, limits=Limits()) -
 
 def _prepare(pipe, options):
     """The request's options checked, torch seeded when asked, and the file's comment."""
-    options = check_options(type(pipe), dict(options or {}))
+    options = check_options(type(pipe) if not isinstance(pipe, type) else pipe, dict(options or {}))
     if options.get("seed") is not None:
         # The talking-face models are deterministic; models that sample draw from this seed.
         torch.manual_seed(options["seed"])
@@ -238,6 +242,99 @@ def train_target(pipe, video: Path, output, options=None, progress=None, comment
 
 
 # ---------------------------------------------------------------------------------------
+# Image generation
+
+
+def read_image_condition(pipe, files: dict, options: dict | None = None, limits=Limits()) -> ImageCondition:
+    """The condition of an image-generation request, checked against what the model takes.
+
+    ``text`` and ``label`` are options; a vector is an uploaded ``.npy`` file (role ``condition``).
+    """
+    options = options or {}
+    vector = media.read_array(files["condition"]) if files.get("condition") else None
+    condition = ImageCondition(text=options.get("text"), label=options.get("label"), vector=vector)
+    pipeline = pipe if isinstance(pipe, type) else type(pipe)
+    return pipeline.check_condition(condition, int(options.get("n") or 1))
+
+
+def image_result(options) -> tuple[str, str]:
+    """(suffix, media type) of an image-generation result: a zip when asked, else a PNG."""
+    return (".zip", "application/zip") if (options or {}).get("format") == "zip" else (".png", "image/png")
+
+
+def _png_bytes(image, comment) -> bytes:
+    from PIL import Image, PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", comment)
+    text.add_text("Software", "talkingface")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", pnginfo=text)
+    return buffer.getvalue()
+
+
+def write_images(result, output, comment="", layout=None) -> Path:
+    """Write ``result`` (``models.Images``) as ``layout``: "png" (the image, or a grid of several;
+    with levels, one row per image: its levels then itself), "zip" (``images/0000.png``,
+    ``levels/<name>/0000.png``, ``info.json``) or "folder" (the zip's files in the folder
+    ``output``). ``layout`` defaults to what ``output``'s suffix says.
+    """
+    from models.common.images import image_grid, level_grid
+
+    output = Path(output)
+    layout = layout or {".zip": "zip", ".png": "png"}.get(output.suffix.lower(), "folder")
+    if layout == "png":
+        images = result.images
+        picture = (level_grid(result.levels, images) if result.levels
+                   else images[0] if len(images) == 1 else image_grid(images))
+        output.write_bytes(_png_bytes(picture, comment))
+        return output
+    files = {f"images/{i:04d}.png": _png_bytes(image, comment) for i, image in enumerate(result.images)}
+    for name, level in result.levels:
+        files.update({f"levels/{name}/{i:04d}.png": _png_bytes(image, comment) for i, image in enumerate(level)})
+    files["info.json"] = (json.dumps(result.info, indent=2, default=str) + "\n").encode()
+    if layout == "zip":
+        with zipfile.ZipFile(output, "w", zipfile.ZIP_STORED) as archive:     # PNGs are compressed already
+            for name, data in files.items():
+                archive.writestr(name, data)
+        return output
+    for name, data in files.items():
+        (output / name).parent.mkdir(parents=True, exist_ok=True)
+        (output / name).write_bytes(data)
+    return output
+
+
+def render_images(pipe, condition: ImageCondition, output, options=None, progress=None, comment="", layout=None,
+                  **_) -> Rendered:
+    """Draw ``options["n"]`` images and write them (``write_images``) to ``output``.
+
+    Without a ``seed`` one is drawn and reported, so that any result can be made again.
+    The files name the model, weights and seed but not ``comment`` (a job's id): the same
+    request gives byte-identical files.
+    """
+    options = dict(options or {})
+    if options.get("seed") is None:
+        options["seed"] = int(np.random.SeedSequence().entropy % (2 ** 31))
+    options, label = _prepare(pipe, options)
+    n = int(options.get("n") or 1)
+    if progress is not None:
+        progress(0, n)
+    result = pipe(n=n, condition=condition, levels=bool(options.get("levels")), progress=progress,
+                  **pipe.call_options(options))
+    result.info = {**result.info, "seed": options["seed"], "n": n}
+    layout = layout or ("zip" if options.get("format") == "zip" else "png")
+    write_images(result, output, comment=f"{label}; seed {options['seed']}", layout=layout)
+    generated_at = time.time()
+    if progress is not None:
+        progress(n, n)
+    info = {"weights": pipe.info.get("weights"), "device": pipe.info.get("device"), "seed": options["seed"],
+            "size": [int(result.images.shape[1]), int(result.images.shape[2])],
+            "levels": [name for name, _ in result.levels],
+            **{k: v for k, v in result.info.items() if k not in ("weights", "device", "seed", "n")}}
+    return Rendered(frames=n, seconds=0.0, generated_at=generated_at, info=info)
+
+
+# ---------------------------------------------------------------------------------------
 # The tasks
 
 
@@ -253,6 +350,8 @@ class Task:
         read: ``read(pipe or its class, {role: path}, options, limits)`` -> the model's input.
         render: ``render(pipe, inputs, output, options=, progress=, comment=)`` -> ``Rendered``.
         model_task: the registry ``task`` of the models that run it (``name`` unless said).
+        result_type: ``result_type(options)`` -> (suffix, media type) when the options decide
+            them (``suffix`` and ``media_type`` otherwise).
     """
 
     name: str
@@ -263,10 +362,15 @@ class Task:
     read: Callable
     render: Callable
     model_task: str | None = None
+    result_type: Callable | None = None
 
     @property
     def models_task(self) -> str:
         return self.model_task or self.name
+
+    def result_file(self, options) -> tuple[str, str]:
+        """(suffix, media type) of the result of a job with ``options``."""
+        return self.result_type(options) if self.result_type else (self.suffix, self.media_type)
 
     def check_roles(self, given, model, prefix="inputs."):
         """InvalidInput unless ``given`` (role names) are this task's and name one role of each group."""
@@ -292,4 +396,7 @@ TASKS = {
     # Training a motion-transfer model's target person is a job of its own.
     "motion-target": Task("motion-target", {"video": ("video",)}, (("video",),), ".json", "application/json",
                           read_target_video, train_target, model_task="motion-transfer"),
+    # No file is needed: a seed, and a condition (a caption, a class, or a vector's .npy upload).
+    "image-generation": Task("image-generation", {"condition": ("array",)}, (), ".png", "image/png",
+                             read_image_condition, render_images, result_type=image_result),
 }

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = 50_000_000
     max_audio_seconds: float = 600.0
     max_batch_jobs: int = 500
+    max_images: int = 16                       # images one image-generation job may ask for
     default_wait_seconds: float = 60.0
     max_wait_seconds: float = 300.0
 

@@ -25,9 +25,13 @@ def file_body(row):
 
 
 def classify(path, settings):
-    """'image', 'audio', 'video' or 'pose' (OpenPose JSON) by content; InvalidInput for anything else."""
+    """'image', 'audio', 'video', 'pose' (OpenPose JSON) or 'array' (a NumPy .npy vector) by content;
+    InvalidInput for anything else."""
     with open(path, "rb") as f:
         head = f.read(512)
+    if head.startswith(media.NPY_MAGIC):
+        media.read_array(path)          # numbers, (d,) or (n, d), within the cap
+        return "array"
     if head.lstrip()[:1] in (b"{", b"["):
         render.read_pose(path)          # checked now: a job never meets a broken pose file
         return "pose"
@@ -41,7 +45,7 @@ def classify(path, settings):
     if media.sniff_container(head) is None:
         raise InvalidInput("the file is not an image, audio, video or pose this service reads "
                            "(JPEG, PNG, WebP, BMP; WAV, MP3, AAC, FLAC, OGG; MP4, MOV, MKV, WebM, AVI; "
-                           "OpenPose JSON)")
+                           "OpenPose JSON; NumPy .npy)")
     video = media.has_video_stream(path)
     try:
         media.read_audio(path, sample_rate=16000, max_seconds=settings.max_audio_seconds)
@@ -87,9 +91,29 @@ async def save_upload(upload: UploadFile, settings, store, field="file"):
             os.unlink(tmp)
 
 
+def save_array(array, settings, store, filename="condition.npy"):
+    """Keep a vector given in a request's JSON as an ``array`` file, as if it had been uploaded."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, dtype=np.float32), allow_pickle=False)
+    data = buffer.getvalue()
+    settings.files_dir.mkdir(parents=True, exist_ok=True)
+    file_id = new_id("file")
+    relative = f"files/{file_id}"
+    fd, tmp = tempfile.mkstemp(dir=settings.files_dir, prefix=".upload-")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, settings.data_dir / relative)
+    return store.add_file("array", len(data), hashlib.sha256(data).hexdigest(), filename, "application/x-npy",
+                          relative, file_id=file_id)
+
+
 @router.post("", status_code=201)
 async def upload_file(file: UploadFile, settings=Depends(get_settings), store=Depends(get_store)):
-    """Upload an image, audio, video or pose (OpenPose JSON) once; use its id in jobs."""
+    """Upload an image, audio, video, pose (OpenPose JSON) or vector (NumPy .npy) once; use its id in jobs."""
     return file_body(await save_upload(file, settings, store))
 
 

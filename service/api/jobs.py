@@ -36,6 +36,8 @@ class Inputs(BaseModel):
                                                 "dancer's video. motion-target: a video of the target person")
     pose: str | None = Field(None, description="pose-transfer: id of an uploaded OpenPose JSON file, or of a "
                                                "photo whose pose is taken")
+    condition: str | None = Field(None, description="image-generation: id of an uploaded NumPy .npy vector, "
+                                                    "(d,) or (n, d): a text embedding, InfoGAN's codes")
 
 
 class Webhook(BaseModel):
@@ -52,12 +54,14 @@ class Webhook(BaseModel):
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task: Literal["talking-face", "pose-transfer", "motion-transfer", "motion-target"] = "talking-face"
+    task: Literal["talking-face", "pose-transfer", "motion-transfer", "motion-target", "image-generation"] = \
+        "talking-face"
     model: str | None = None
     inputs: Inputs
     options: dict[str, bool | int | float | str | None] = Field(
         default_factory=dict, description="the model's options, as GET /v1/models declares them "
-                                          "(paste_back, face_index, seed, and the model's own)")
+                                          "(paste_back, face_index, seed, n, text, label, and the "
+                                          "model's own)")
     webhook: Webhook | None = None
 
 
@@ -106,8 +110,27 @@ def check_job(job: JobCreate, settings, store):
             raise APIError(400, "invalid_input", f"inputs.{role}: file {file_id} is {row['kind']}, not {kinds[0]}")
     if options.get("target") is not None and job.task == "motion-transfer":
         check_target(store, model, options["target"])
+    if job.task == "image-generation":
+        check_image_request(model, options, given, settings)
     return {"task": job.task, "model": model, "inputs": given,
             "options": options, "webhook_url": job.webhook.url if job.webhook else None}
+
+
+def check_image_request(model, options, inputs, settings):
+    """``n`` within the service's cap, and a condition the model takes (before any work is queued)."""
+    if int(options.get("n") or 1) > settings.max_images:
+        raise APIError(422, "validation_error", f"options.n: at most {settings.max_images} images a request "
+                                                "(TALKINGFACE_MAX_IMAGES)")
+    pipeline = registry.pipeline_class(model)
+    taken = pipeline.conditions()
+    given = [kind for kind in ("text", "label") if options.get(kind) is not None] + \
+        (["vector"] if inputs.get("condition") else [])
+    for kind in given:
+        if kind not in taken:
+            what = ", ".join(taken) if taken else "none: it is unconditional"
+            raise APIError(400, "invalid_input", f"model {model} takes no {kind} condition (it takes {what})")
+    if pipeline.condition_required and not given:
+        raise APIError(400, "invalid_input", f"model {model} needs a condition: {' or '.join(taken)}")
 
 
 def check_target(store, model, target):
@@ -175,7 +198,8 @@ def result_response(settings, row, headers=None):
     """The result file of a finished job, with its task's media type."""
     path = settings.data_dir / row["result_path"]
     task = TASKS.get(row["task"], TASKS["talking-face"])
-    return FileResponse(path, media_type=task.media_type, filename=f"{row['id']}{task.suffix}",
+    suffix, media_type = task.result_file(row["options"])
+    return FileResponse(path, media_type=media_type, filename=f"{row['id']}{suffix}",
                         content_disposition_type="inline", headers=headers)
 
 

@@ -27,6 +27,9 @@ def list_models(settings=Depends(get_settings), store=Depends(get_store)):
                      "inputs": {role: list(kinds) for role, kinds in task.inputs.items()} if task else {},
                      "result": task.media_type if task else None,
                      "accepts_video": pipeline.accepts_video,
+                     **({"conditions": list(pipeline.conditions()), "levels": bool(pipeline.levels),
+                         "condition_required": bool(pipeline.condition_required)}
+                        if spec.task == "image-generation" else {}),
                      "options": [option.describe() for option in pipeline.declared_options().values()],
                      "ready": not missing, "weights_in_use": {"kind": kind, "folder": str(folder)},
                      "weights": files, "device": settings.device,

@@ -149,7 +149,7 @@ class Worker:
         files = {role: self._file_path(file_id, role) for role, file_id in inputs.items() if file_id}
         sample = task.read(pipe, files, options, render.Limits(settings.max_audio_seconds, settings.max_image_pixels))
         settings.results_dir.mkdir(parents=True, exist_ok=True)
-        relative = f"results/{job['id']}{task.suffix}"
+        relative = f"results/{job['id']}{task.result_file(options)[0]}"
         path = settings.data_dir / relative
         done = task.render(pipe, sample, path, options=options, progress=progress, comment=f"; job {job['id']}")
         return dict(result_path=relative, result_bytes=path.stat().st_size, frames=done.frames,
