@@ -1,0 +1,1 @@
+"""StackGAN v1 and v2 (StackGAN++): text-conditional (and unconditional) stacked generators."""
