@@ -24,9 +24,11 @@ from models.errors import InvalidInput
 from models.registry import ModelSpec
 from models.types import ImageCondition, Images
 from service import render
+from service.app import create_app
 from service.cli import main
 from service.jobs.worker import Worker
 from tests.test_api import assert_error, make_settings, serving, upload, wait_for
+from tests.test_dashboard_static import chromium, dump_dom, serving_http  # noqa: F401  (chromium is a fixture)
 
 SIDE = 8
 
@@ -308,3 +310,13 @@ def test_every_demo_generator_answers_the_endpoint(demo_served, model):
     assert image.ndim == 3 and image.std() > 0
     job = client.get(first.headers["location"]).json()
     assert job["info"]["weights"] and job["info"]["seed"] == 7
+
+
+def test_the_dashboard_lists_the_generators_with_their_conditions(served, chromium, tmp_path):  # noqa: F811
+    _, settings = served
+    with serving_http(create_app(settings), lifespan="on") as url:
+        dom = dump_dom(chromium, f"{url}/dashboard", tmp_path / "chromium")
+    [toy] = dom.by_id("models").find_all("tr", data_model_id="toyimages")
+    [plain] = dom.by_id("models").find_all("tr", data_model_id="toyplain")
+    assert "seed + text + label + vector (levels)" in toy.text() and "n=1" in toy.text()
+    assert "image-generation" in plain.text() and "seed + text" not in plain.text()

@@ -239,6 +239,7 @@
     "pose-transfer": "image",
     "motion-transfer": "video",
     "motion-target": "target",
+    "image-generation": "images",
   };
 
   function renderWorkers(list) {
@@ -288,10 +289,13 @@
   function modelRow(model) {
     // A talking face takes image + audio (or a driving video); other tasks list their roles,
     // each with the kinds of upload it accepts when more than one: "image + pose (pose|image)".
+    // An image generator lists the conditions it takes ("seed" alone when unconditional).
     const roles = Object.entries(model.inputs || {});
-    const inputs = model.task === "talking-face" || !roles.length
-      ? (model.accepts_video ? "image + audio or driving video" : "image + audio")
-      : roles.map(([role, kinds]) => (kinds.length > 1 ? role + " (" + kinds.join("|") + ")" : role)).join(" + ");
+    const inputs = model.task === "image-generation"
+      ? ["seed"].concat(model.conditions || []).join(" + ") + (model.levels ? " (levels)" : "")
+      : model.task === "talking-face" || !roles.length
+        ? (model.accepts_video ? "image + audio or driving video" : "image + audio")
+        : roles.map(([role, kinds]) => (kinds.length > 1 ? role + " (" + kinds.join("|") + ")" : role)).join(" + ");
     const options = (model.options || []).map((option) => {
       const value = option.default === null || option.default === undefined ? "" : "=" + option.default;
       return el("code", { title: option.help || "" }, option.name + value);
