@@ -186,6 +186,39 @@ REGISTRY = {
     # Image generators (task image-generation), in the order dcgan, lapgan, stackgan, sgan,
     # gran, lrgan, ssgan. Each folder's pipeline module documents its system; the networks
     # keep the reference code's names and forward signatures.
+    "sgan": ModelSpec(
+        name="sgan",
+        task="image-generation",
+        paper="Huang, Li, Poursaeed, Hopcroft and Belongie, Stacked Generative Adversarial Networks, CVPR 2017",
+        pipeline="models.sgan.pipeline:SGANPipeline",
+        demo=DEMO_WEIGHTS / "sgan",
+        commands="models.sgan.commands",
+        # The reference's Lasagne .npz files (arr_0, arr_1, ... in get_all_param_values order)
+        # are converted on loading (models.sgan.convert); `talkingface weights convert --model
+        # sgan` writes them as a project folder. Networks: E = encoder (conv1, conv2, fc3 = h1,
+        # fc4 = y), G1 (z1, y) -> h1, G0 (h1, z0) -> x, D1 / D0 with their Q heads (z_recon).
+        networks={
+            "encoder": NetworkSpec("models.sgan.networks:Encoder"),
+            "g1": NetworkSpec("models.sgan.networks:Generator1"),
+            "g0": NetworkSpec("models.sgan.networks:Generator0"),
+            "d1": NetworkSpec("models.sgan.networks:Discriminator1"),
+            "d0": NetworkSpec("models.sgan.networks:Discriminator0"),
+        },
+        files=(
+            WeightFile("generator.npz", "G1 and G0 trained on CIFAR-10 (Lasagne parameters, 54 arrays)",
+                       "cifar/pretrained/generator.npz of github.com/xunhuang1995/SGAN",
+                       licence="MIT (the repository's mnist/LICENSE, after OpenAI's Improved GAN); "
+                               "trained on CIFAR-10",
+                       urls=("https://github.com/xunhuang1995/SGAN/raw/master/cifar/pretrained/generator.npz",),
+                       aliases=("cifar/pretrained/generator.npz", "pretrained/generator.npz")),
+            WeightFile("encoder.npz", "the pretrained CIFAR-10 encoder E (8 arrays); only training needs it",
+                       "cifar/pretrained/encoder.npz of github.com/xunhuang1995/SGAN",
+                       "ecf5ed14c217d17ac964befcaed2c87b7ec18eb02568d4c537d178cb7884f95b",
+                       licence="MIT (the repository's mnist/LICENSE); trained on CIFAR-10", optional=True,
+                       urls=("https://github.com/xunhuang1995/SGAN/raw/master/cifar/pretrained/encoder.npz",),
+                       aliases=("cifar/pretrained/encoder.npz", "pretrained/encoder.npz")),
+        ),
+    ),
 }
 
 
