@@ -186,6 +186,29 @@ REGISTRY = {
     # Image generators (task image-generation), in the order dcgan, lapgan, stackgan, sgan,
     # gran, lrgan, ssgan. Each folder's pipeline module documents its system; the networks
     # keep the reference code's names and forward signatures.
+    "dcgan": ModelSpec(
+        name="dcgan",
+        task="image-generation",
+        paper="Radford, Metz and Chintala, Unsupervised Representation Learning with Deep Convolutional "
+              "Generative Adversarial Networks, ICLR 2016",
+        pipeline="models.dcgan.pipeline:DCGANPipeline",
+        demo=DEMO_WEIGHTS / "dcgan",
+        commands="models.dcgan.commands",
+        # pytorch/examples publishes no weights: its dcgan/main.py writes netG_epoch_N.pth and
+        # netD_epoch_N.pth each epoch; after its default 25 epochs the last generator is
+        # netG_epoch_24.pth (any netG_epoch_N.pth in a folder given as --weights is taken too).
+        networks={
+            "generator": NetworkSpec("models.dcgan.networks:Generator", "netG_epoch_24.pth"),
+            "discriminator": NetworkSpec("models.dcgan.networks:Discriminator"),
+        },
+        files=(
+            WeightFile("netG_epoch_24.pth", "DCGAN generator written by pytorch/examples' dcgan/main.py after its "
+                       "25 default epochs, trained by the user", NO_RELEASE.format(name="dcgan") +
+                       "; or train with github.com/pytorch/examples dcgan/main.py",
+                       licence="the user's own weights (pytorch/examples code: BSD-3-Clause)", optional=True,
+                       aliases=("netG.pth",)),
+        ),
+    ),
     "sgan": ModelSpec(
         name="sgan",
         task="image-generation",
