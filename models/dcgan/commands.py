@@ -3,7 +3,7 @@
     talkingface train dcgan --images DIR --out RUN [--objective gan|improved|infogan|fgan|gan-int-cls]
                             [--divergence kl|reverse-kl|js|pearson|hellinger|gan] [--image-size 64]
                             [--channels 3] [--nz 100 --ngf 64 --ndf 64] [--embeddings FILE.npy]
-    talkingface weights build-demo --model dcgan [--steps 400]
+    talkingface weights build-demo --model dcgan [--steps 600]
     talkingface bench dcgan [--random-weights]
 
 The shell passes the arguments every model shares (``--out``, ``--max-steps``,
@@ -71,7 +71,7 @@ COMMANDS = {
         argument("--embeddings", help="gan-int-cls: .npy of text embeddings, one row per image in sorted file order"),
     ), help="DCGAN's networks with one of the direct-family objectives; Adam 2e-4, beta1 0.5, batch 64"),
     "build-demo": Command(build_demo, (
-        argument("--steps", type=int, default=400, help="training steps (default 400)"),
+        argument("--steps", type=int, default=600, help="training steps (default 600)"),
     ), help="a 32x32 DCGAN on scikit-learn's digits (GAN objective, a fixed number of steps)"),
     "bench": Command(bench, (), help="generator, discriminator and pipeline at 64x64, nz 100, ngf 64 (batches 1, 64)"),
 }

@@ -1,6 +1,6 @@
 """DCGAN's demo weights: ``talkingface weights build-demo --model dcgan``.
 
-    talkingface weights build-demo --model dcgan [--steps 400]
+    talkingface weights build-demo --model dcgan [--steps 600]
 
 No data set can be fetched at run time, so the demo generator learns scikit-learn's
 bundled handwritten digits (1,797 8x8 images, ``models.common.images.demo_images``),
@@ -33,7 +33,7 @@ from models.common.pipeline import save_project
 from models.common.train import save_png
 
 DEMO_CONFIG = {"image_size": 32, "nc": 1, "nz": 100, "ngf": 32, "ndf": 32, "batch_size": 64}
-DEMO_STEPS = 400
+DEMO_STEPS = 600
 
 
 def digit_scores(images: np.ndarray) -> dict:

@@ -222,89 +222,74 @@ class Trainer(BaseTrainer):
         return names[self.config.objective]
 
     def train_step(self, batch: dict) -> dict:
+        """The reference's step: D on real images and on G(z) (detached), then G on the same G(z)."""
         real = batch["image"].to(self.device)
-        step = getattr(self, "step_" + self.config.objective.replace("-", "_"))
-        return step(real, batch)
+        inputs = self.draw_inputs(len(real), embedding=batch.get("embedding"))
+        fake = self.generate(inputs)
+        loss_d, logs = self.discriminator_objective(real, inputs, fake.detach())
+        self._update(self.opt_d, loss_d)
+        loss_g, logs_g = self.generator_objective(real, inputs, fake)
+        self._update(self.opt_g, loss_g)
+        return {"loss_d": loss_d.item(), **logs, **logs_g}
 
     def _update(self, optimizer, loss):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    def step_gan(self, real, batch) -> dict:
-        """The reference's step: D on real then on G(z) (detached); G on the same G(z)."""
-        d, g = self.discriminator, self.generator
-        fake = self.generate(self.draw_inputs(len(real)))
-        d_real, d_fake = d(real), d(fake.detach())
-        loss_d = losses.discriminator_loss(d_real, d_fake)
-        self._update(self.opt_d, loss_d)
-        loss_g = losses.generator_loss(d(fake))
-        g.zero_grad(set_to_none=True)
-        self._update(self.opt_g, loss_g)
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_x": d_real.mean().item(),
-                "d_g_z": d_fake.mean().item()}
-
-    def step_improved(self, real, batch) -> dict:
-        """Minibatch discrimination in D; G trained by feature matching (Salimans et al. Sec. 3.1-3.2)."""
-        d = self.discriminator
-        fake = self.generate(self.draw_inputs(len(real)))
-        loss_d = losses.discriminator_loss(d.logits(real), d.logits(fake.detach()), logits=True)
-        self._update(self.opt_d, loss_d)
-        with torch.no_grad():
-            real_features = d.features(real)
-        loss_g = losses.feature_matching_loss(real_features, d.features(fake))
-        d.zero_grad(set_to_none=True)
-        self._update(self.opt_g, loss_g)
-        with torch.no_grad():
-            adversarial = losses.generator_loss(d.logits(fake), logits=True)
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "loss_g_adv": adversarial.item()}
-
-    def step_infogan(self, real, batch) -> dict:
-        """D's GAN loss; then G's non-saturating loss plus the information loss of G and Q."""
+    def discriminator_objective(self, real, inputs: dict, fake) -> tuple[torch.Tensor, dict]:
+        """D's loss under ``config.objective`` on real and generated images; and what to log."""
         config, d = self.config, self.discriminator
-        inputs = self.draw_inputs(len(real))
-        fake = self.generate(inputs)
-        d_real, d_fake = d(real)[0], d(fake.detach())[0]
-        loss_d = losses.discriminator_loss(d_real, d_fake)
-        self._update(self.opt_d, loss_d)
-        probability, logits, mean, log_var = d(fake)
-        adversarial = losses.generator_loss(probability)
-        indices, cont = inputs["indices"].to(self.device), inputs["cont"].to(self.device)
-        info = losses.information_loss(logits, indices, mean, log_var, cont, config.lambda_cat, config.lambda_cont)
-        d.zero_grad(set_to_none=True)
-        self._update(self.opt_g, adversarial + info)
-        with torch.no_grad():
-            bound = losses.mutual_information_bound(logits, indices, mean, log_var, cont)
-        return {"loss_d": loss_d.item(), "loss_g": adversarial.item(), "loss_info": info.item(),
-                "mi_bound": bound.item()}
-
-    def step_fgan(self, real, batch) -> dict:
-        """V = D's score before the sigmoid; D maximises F (Eq. 6), G maximises E_Q[g_f(V)]."""
-        divergence, d = self.config.divergence, self.discriminator
-        fake = self.generate(self.draw_inputs(len(real)))
-        loss_d = losses.fgan_discriminator_loss(divergence, d.logits(real), d.logits(fake.detach()))
-        self._update(self.opt_d, loss_d)
-        loss_g = losses.fgan_generator_loss(divergence, d.logits(fake))
-        d.zero_grad(set_to_none=True)
-        self._update(self.opt_g, loss_g)
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "divergence_estimate": -loss_d.item()}
-
-    def step_gan_int_cls(self, real, batch) -> dict:
-        """Algorithm 1 of Reed et al. with the interpolation term of GAN-INT."""
-        config, d = self.config, self.discriminator
-        right = batch["embedding"].to(self.device)
+        objective = config.objective
+        if objective == "gan":                  # the reference's BCE on D's probabilities
+            d_real, d_fake = d(real), d(fake)
+            return losses.discriminator_loss(d_real, d_fake), {"d_x": d_real.mean().item(),
+                                                              "d_g_z": d_fake.mean().item()}
+        if objective == "improved":             # minibatch discrimination inside d.logits
+            return losses.discriminator_loss(d.logits(real), d.logits(fake), logits=True), {}
+        if objective == "infogan":              # D's GAN loss; Q is trained with G
+            return losses.discriminator_loss(d(real)[0], d(fake)[0]), {}
+        if objective == "fgan":                 # V = D's score before the sigmoid; D maximises F (Eq. 6)
+            loss = losses.fgan_discriminator_loss(config.divergence, d.logits(real), d.logits(fake))
+            return loss, {"divergence_estimate": -loss.item()}
+        right = inputs["embedding"].to(self.device)     # GAN-INT-CLS, Algorithm 1
         wrong = losses.wrong_embeddings(right)
-        fake = self.generate(self.draw_inputs(len(real), embedding=right))
-        loss_d = losses.matching_aware_discriminator_loss(d.logits(real, right), d.logits(real, wrong),
-                                                          d.logits(fake.detach(), right))
-        self._update(self.opt_d, loss_d)
-        loss_g = losses.generator_loss(d.logits(fake, right), logits=True)
-        between = losses.interpolate_embeddings(right, wrong, config.int_beta)
+        loss = losses.matching_aware_discriminator_loss(d.logits(real, right), d.logits(real, wrong),
+                                                        d.logits(fake, right))
+        return loss, {}
+
+    def generator_objective(self, real, inputs: dict, fake) -> tuple[torch.Tensor, dict]:
+        """G's loss (with Q's for InfoGAN) under ``config.objective``; and what to log."""
+        config, d = self.config, self.discriminator
+        objective = config.objective
+        if objective == "gan":                  # non-saturating: -log D(G(z))
+            loss = losses.generator_loss(d(fake))
+            return loss, {"loss_g": loss.item()}
+        if objective == "improved":             # feature matching (Sec. 3.1)
+            with torch.no_grad():
+                real_features = d.features(real)
+                adversarial = losses.generator_loss(d.logits(fake), logits=True)
+            loss = losses.feature_matching_loss(real_features, d.features(fake))
+            return loss, {"loss_g": loss.item(), "loss_g_adv": adversarial.item()}
+        if objective == "infogan":              # -log D(G(z, c)) - lambda L_I (up to H(c))
+            probability, logits, mean, log_var = d(fake)
+            indices, cont = inputs["indices"].to(self.device), inputs["cont"].to(self.device)
+            adversarial = losses.generator_loss(probability)
+            info = losses.information_loss(logits, indices, mean, log_var, cont, config.lambda_cat,
+                                           config.lambda_cont)
+            with torch.no_grad():
+                bound = losses.mutual_information_bound(logits, indices, mean, log_var, cont)
+            return adversarial + info, {"loss_g": adversarial.item(), "loss_info": info.item(),
+                                        "mi_bound": bound.item()}
+        if objective == "fgan":                 # -E_Q[g_f(V(G(z)))] (Sec. 3.2)
+            loss = losses.fgan_generator_loss(config.divergence, d.logits(fake))
+            return loss, {"loss_g": loss.item()}
+        right = inputs["embedding"].to(self.device)     # GAN-CLS's G loss, plus GAN-INT's
+        loss = losses.generator_loss(d.logits(fake, right), logits=True)
+        between = losses.interpolate_embeddings(right, losses.wrong_embeddings(right), config.int_beta)
         fake_between = self.generate(self.draw_inputs(len(real), embedding=between))
         loss_int = losses.generator_loss(d.logits(fake_between, between), logits=True)
-        d.zero_grad(set_to_none=True)
-        self._update(self.opt_g, loss_g + config.int_weight * loss_int)
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "loss_g_int": loss_int.item()}
+        return loss + config.int_weight * loss_int, {"loss_g": loss.item(), "loss_g_int": loss_int.item()}
 
     # -- the run ----------------------------------------------------------------------------
     def total_steps(self) -> int:
