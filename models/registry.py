@@ -186,6 +186,21 @@ REGISTRY = {
     # Image generators (task image-generation), in the order dcgan, lapgan, stackgan, sgan,
     # gran, lrgan, ssgan. Each folder's pipeline module documents its system; the networks
     # keep the reference code's names and forward signatures.
+    "lrgan": ModelSpec(
+        name="lrgan",
+        task="image-generation",
+        paper="Yang, Kannan, Batra and Parikh, LR-GAN: Layered Recursive Generative Adversarial Networks for "
+              "Image Generation, ICLR 2017",
+        pipeline="models.lrgan.pipeline:LRGANPipeline",
+        demo=DEMO_WEIGHTS / "lrgan",
+        commands="models.lrgan.commands",
+        # No release: the files the reference's train.py saves (<dataset>_netG_s_<session>_epoch_<n>.pth);
+        # a folder holding one loads through from_pretrained, `weights convert --model lrgan` exports it.
+        networks={
+            "generator": NetworkSpec("models.lrgan.networks:LRGANGenerator"),
+            "discriminator": NetworkSpec("models.lrgan.networks:LRGANDiscriminator"),
+        },
+    ),
     "dcgan": ModelSpec(
         name="dcgan",
         task="image-generation",
