@@ -197,3 +197,15 @@ def test_tile_grid_puts_rows_of_tiles_together():
     tiles = [[np.full((2, 3, 3), v, np.uint8) for v in (1, 2)], [np.full((2, 3, 3), v, np.uint8) for v in (3, 4)]]
     grid = tile_grid(tiles)
     assert grid.shape == (4, 6, 3) and grid[0, 0, 0] == 1 and grid[0, 5, 0] == 2 and grid[3, 5, 0] == 4
+
+
+def test_require_same_names_the_first_setting_that_differs(tmp_path):
+    trainer = ToyTrainer(_config(tmp_path, max_steps=1))
+    saved = {"stage": "g1", "networks": {"g1": {"width": 4}, "g2": {"width": 8, "depth": 2}}}
+    trainer.require_same(saved, stage="g1", networks={"g1": {"width": 4}, "g2": {"width": 8, "depth": 2}})
+    with pytest.raises(InvalidInput, match=r"whose stage is 'g1', not 'g2'"):
+        trainer.require_same(saved, stage="g2")
+    with pytest.raises(InvalidInput, match=r"whose networks.g2.depth is 2, not 3"):
+        trainer.require_same(saved, networks={"g1": {"width": 4}, "g2": {"width": 8, "depth": 3}})
+    with pytest.raises(InvalidInput, match=r"whose networks.g3 is None, not \{\}"):
+        trainer.require_same(saved, networks={"g1": {"width": 4}, "g2": {"width": 8, "depth": 2}, "g3": {}})

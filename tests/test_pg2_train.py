@@ -232,7 +232,7 @@ def test_a_g2_run_resumes_and_refuses_other_sizes(data_dir, g1_run, tmp_path):
     options = dict(g1_run=str(g1_run), batch_size=2, progress=False, sample_every=0, **TINY)
     assert train(data_dir, "g2", tmp_path / "g2", max_steps=1, **options)["step"] == 1
     assert train(data_dir, "g2", tmp_path / "g2", max_steps=2, **options)["step"] == 2
-    with pytest.raises(InvalidInput, match="other networks"):
+    with pytest.raises(InvalidInput, match="networks.g2.channels_base is 4, not 8"):
         train(data_dir, "g2", tmp_path / "g2", max_steps=3, **{**options, "channels_base": 8})
     with pytest.raises(InvalidInput, match="g1_run"):
         train(data_dir, "g2", tmp_path / "other", max_steps=1, batch_size=2)

@@ -638,12 +638,7 @@ class Trainer(BaseTrainer):
 
     def check_resumable(self, saved: dict):
         """Only a run of the same stage and the same network sizes continues."""
-        if saved.get("stage") != self.stage:
-            raise InvalidInput(f"{self.out_dir} holds a {saved.get('stage')} run; train {self.stage} "
-                               "into another folder or pass resume=False to overwrite it")
-        if saved.get("network") != self.config.network:
-            raise InvalidInput(f"{self.out_dir} holds a run of {saved.get('network')}, not "
-                               f"{self.config.network}; use the same sizes or resume=False")
+        self.require_same(saved, stage=self.stage, network=self.config.network)
 
     def restore_networks(self) -> dict[str, int | None]:
         """As `BaseTrainer.restore_networks`; a run started without ema gets its average now.

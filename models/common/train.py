@@ -331,7 +331,31 @@ class BaseTrainer:
         return read_run_config(self.out_dir, self.name)
 
     def check_resumable(self, saved: dict):
-        """Raise `InvalidInput` when the run recorded in ``saved`` cannot continue here."""
+        """Raise `InvalidInput` when the run recorded in ``saved`` cannot continue here
+        (`require_same` says so for the entries a system compares)."""
+
+    def require_same(self, saved: dict, **entries):
+        """`InvalidInput` unless ``saved`` (a run's ``config.json``) has these ``entries``' values.
+
+        The message names the first value that differs, e.g. ``stage`` or
+        ``networks.g2.channels_base``: a run folder holds one stage of one set of networks,
+        and resuming it as another would mix their weights.
+        """
+        def first_difference(key, theirs, ours):
+            if isinstance(theirs, dict) and isinstance(ours, dict):
+                for name in dict.fromkeys([*ours, *theirs]):
+                    found = first_difference(f"{key}.{name}", theirs.get(name), ours.get(name))
+                    if found:
+                        return found
+                return None
+            return (key, theirs, ours) if theirs != ours else None
+
+        for key, value in entries.items():
+            found = first_difference(key, saved.get(key), value)
+            if found:
+                raise InvalidInput(f"{self.out_dir} holds a run whose {found[0]} is {found[1]!r}, not {found[2]!r}; "
+                                   "train with the same settings, into another folder, or start it again "
+                                   "(resume=False, --restart)")
 
     def save_samples(self, batch: dict | None = None):
         """Images of the last step's outputs into ``out_dir/samples/``."""

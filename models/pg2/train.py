@@ -394,14 +394,11 @@ class Trainer(BaseTrainer):
 
     def check_resumable(self, saved: dict):
         """Only a run of the same stage, networks and (for G2) the same G1 continues."""
-        if saved.get("stage") != self.stage:
-            raise InvalidInput(f"{self.out_dir} holds a {saved.get('stage')} run; train {self.stage} "
-                               "into another folder or pass resume=False to overwrite it")
+        self.require_same(saved, stage=self.stage)
         ours = {k: v for k, v in self.network_config.items() if self.stage == "g2" or k == "g1"}
         theirs = {k: saved.get("networks", {}).get(k) for k in ours}
-        if theirs != ours or saved.get("g1_sha256") != self.g1_sha256:
-            raise InvalidInput(f"{self.out_dir} holds a run of other networks (or another G1); "
-                               "use the same settings, another folder, or resume=False")
+        self.require_same({"networks": theirs, "g1_sha256": saved.get("g1_sha256")}, networks=ours,
+                          g1_sha256=self.g1_sha256)
 
     # -- samples --------------------------------------------------------------------------
     def save_samples(self, batch: dict | None = None):
