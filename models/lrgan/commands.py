@@ -1,7 +1,7 @@
 """LR-GAN's part of the ``talkingface`` command (``models.common.commands``).
 
     talkingface train lrgan --images DIR --out RUN [--image-size 32 --ntimestep 2 --ngf 64 --ndf 64 ...]
-    talkingface weights build-demo --model lrgan [--steps 600]
+    talkingface weights build-demo --model lrgan [--steps 400]
     talkingface weights convert --model lrgan cifar10_netG_s_1_epoch_100.pth --out DIR
     talkingface bench lrgan
 
@@ -76,7 +76,7 @@ COMMANDS = {
         argument("--epochs", type=int, help="LR-GAN: epochs of the full schedule (the reference's --niter, 25)"),
     ), help="generator and discriminator with the reference's BCE losses, Adam 2e-4 (0.5, 0.999), batch 64"),
     "build-demo": Command(build_demo, (
-        argument("--steps", type=int, default=600, help="LR-GAN: training steps (default 600)"),
+        argument("--steps", type=int, default=400, help="LR-GAN: training steps (default 400)"),
     ), help="a narrow LR-GAN (ngf 16) on the offline shapes set, 32x32"),
     "convert": Command(convert, POSE_FLAGS, help="a generator file of the reference's train.py "
                                                  "(<dataset>_netG_s_<session>_epoch_<n>.pth) -> a project folder"),

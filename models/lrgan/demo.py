@@ -1,15 +1,15 @@
 """LR-GAN's demo weights: ``talkingface weights build-demo --model lrgan``.
 
-    talkingface weights build-demo --model lrgan [--steps 600]
+    talkingface weights build-demo --model lrgan [--steps 400]
 
 No weights are released and the paper's sets cannot be fetched at run time, so the demo
 learns the offline ``shapes`` set (``models.common.images.demo_images``): one coloured disc
 or square on a plain background, 32 x 32, exactly a foreground on a background. The
-reference's recipe (losses, Adam 2e-4 / 0.5, batches of 64, two steps, maxobjscale 1.2,
-rot 0.1) with a narrower network (``DEMO_CONFIG``: ngf = ndf = 16; nz stays 100), for a
-fixed number of steps so that the build is reproducible; the generator is exported in
-float16 (``weights/demo/lrgan``, about 1.4 MB) with ``example.png`` (per row: background,
-final image, foreground appearance, foreground mask) and ``REPORT.json``.
+reference's recipe (losses, Adam 2e-4 / 0.5, two steps, maxobjscale 1.2, rot 0.1) with a
+narrower network and half the batch (``DEMO_CONFIG``: ngf = ndf = 16, batches of 32; nz
+stays 100), for a fixed number of steps so that the build is reproducible; the generator
+is exported in float16 (``weights/demo/lrgan``, about 1.4 MB) with ``example.png`` (per
+row: background, final image, foreground appearance, foreground mask) and ``REPORT.json``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from models.common.train import save_png
 from models.lrgan.networks import LRGANGenerator
 
 DEMO_SET, DEMO_SIZE, DEMO_IMAGES = "shapes", 32, 2000
-DEMO_CONFIG = dict(ngf=16, ndf=16, nz=100, batch_size=64, image_size=DEMO_SIZE)
-DEMO_STEPS = 600
+DEMO_CONFIG = dict(ngf=16, ndf=16, nz=100, batch_size=32, image_size=DEMO_SIZE)
+DEMO_STEPS = 400
 
 
 def layer_stats(generator: LRGANGenerator, count=256, seed=1) -> dict:
