@@ -59,24 +59,24 @@ def bench(args) -> dict:
 
 
 POSE_FLAGS = (
-    argument("--ntimestep", type=int, help="LR-GAN: steps, one background + foregrounds (reference: 2; MNIST-TWO 3)"),
-    argument("--maxobjscale", type=float, help="LR-GAN: smallest pose scale, larger = smaller objects (1.2)"),
-    argument("--rot", type=float, help="LR-GAN: largest shear/rotation of the pose (0.1 colour, 0.3 MNIST)"),
+    argument("--ntimestep", type=int, help="steps, one background + foregrounds (reference: 2; MNIST-TWO 3)"),
+    argument("--maxobjscale", type=float, help="smallest pose scale, larger = smaller objects (1.2)"),
+    argument("--rot", type=float, help="largest shear/rotation of the pose (0.1 colour, 0.3 MNIST)"),
 )
 
 COMMANDS = {
     "train": Command(train, (
         argument("--images", help="folder of training images (any size; resized and centre-cropped)"),
-        argument("--image-size", type=int, help="LR-GAN: image side (32 = CIFAR-10, the default; 64 = CUB-200)"),
+        argument("--image-size", type=int, help="image side (32 = CIFAR-10, the default; 64 = CUB-200)"),
         *POSE_FLAGS,
-        argument("--nc", type=int, choices=[1, 3], help="LR-GAN: image channels (3; 1 for MNIST)"),
-        argument("--nz", type=int, help="LR-GAN: noise size per step (100)"),
-        argument("--ngf", type=int, help="LR-GAN: generator width (64)"),
-        argument("--ndf", type=int, help="LR-GAN: discriminator width (64)"),
-        argument("--epochs", type=int, help="LR-GAN: epochs of the full schedule (the reference's --niter, 25)"),
+        argument("--nc", type=int, choices=[1, 3], help="image channels (3; 1 for MNIST)"),
+        argument("--nz", type=int, help="noise size per step (100)"),
+        argument("--ngf", type=int, help="generator width (64)"),
+        argument("--ndf", type=int, help="discriminator width (64)"),
+        argument("--epochs", type=int, help="epochs of the full schedule (the reference's --niter, 25)"),
     ), help="generator and discriminator with the reference's BCE losses, Adam 2e-4 (0.5, 0.999), batch 64"),
     "build-demo": Command(build_demo, (
-        argument("--steps", type=int, default=400, help="LR-GAN: training steps (default 400)"),
+        argument("--steps", type=int, default=400, help="training steps (default 400)"),
     ), help="a narrow LR-GAN (ngf 16) on the offline shapes set, 32x32"),
     "convert": Command(convert, POSE_FLAGS, help="a generator file of the reference's train.py "
                                                  "(<dataset>_netG_s_<session>_epoch_<n>.pth) -> a project folder"),
