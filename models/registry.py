@@ -43,6 +43,10 @@ GRAN_SOURCE = ("the Dropbox folder linked from the README of github.com/jiwoongi
                "samples with pretrained models); convert with talkingface weights convert --model gran FILE --out DIR")
 GRAN_LICENCE = "the authors' notice in their code: copy, use, modify or distribute with the notice kept; research use"
 GRAN_DROPBOX = ("https://www.dropbox.com/sh/1jek1alxyjhcnjh/AADOWgtWOWF-LYEuMekxe2yWa?dl=0",)
+SSGAN_SOURCE = ("the authors' Dropbox folder (ssgan_models) linked from the README of github.com/xiaolonw/ss-gan "
+                "(section Models and Datasets)")
+SSGAN_LICENCE = "no licence stated by the authors; research use (trained on NYUv2)"
+SSGAN_CODEBOOK_URL = "https://raw.githubusercontent.com/xiaolonw/ss-gan/master/style-gan-fcn/codebook_40.txt"
 NO_RELEASE = "no weights are released: train them (talkingface train {name} --images DIR) or use the demo weights"
 DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "demo"
 
@@ -291,6 +295,43 @@ REGISTRY = {
                        licence="MIT (the repository's mnist/LICENSE); trained on CIFAR-10", optional=True,
                        urls=("https://github.com/xunhuang1995/SGAN/raw/master/cifar/pretrained/encoder.npz",),
                        aliases=("cifar/pretrained/encoder.npz", "pretrained/encoder.npz")),
+        ),
+    ),
+    "ssgan": ModelSpec(
+        name="ssgan",
+        task="image-generation",
+        paper="Wang and Gupta, Generative Image Modeling using Style and Structure Adversarial Networks, ECCV 2016",
+        pipeline="models.ssgan.pipeline:SSGANPipeline",
+        demo=DEMO_WEIGHTS / "ssgan",
+        commands="models.ssgan.commands",
+        # The authors' Torch7 (nngraph) files, read without Lua and converted as they load
+        # (models.ssgan.convert; load_network takes convert.load_torch_file's state dicts):
+        # "structure" z -> 72x72 normals, "style" (z, 128x128 normals) -> 128x128 image, the
+        # discriminators and the normal-classifying FCN (512 -> 32x32 x 40 clusters) for training.
+        networks={
+            "structure": NetworkSpec("models.ssgan.networks:StructureGenerator", "Structure_GAN.net", "G"),
+            "structure_discriminator": NetworkSpec("models.ssgan.networks:StructureDiscriminator",
+                                                   "Structure_GAN.net", "D"),
+            "style": NetworkSpec("models.ssgan.networks:StyleGenerator", "joint_Style_GAN.net", "G"),
+            "style_discriminator": NetworkSpec("models.ssgan.networks:StyleDiscriminator",
+                                               "joint_Style_GAN.net", "D"),
+            "fcn": NetworkSpec("models.ssgan.networks:NormalFCN", "FCN.net", "FCN"),
+        },
+        files=(
+            WeightFile("joint_SSGAN.net", "Structure-GAN (G1) and Style-GAN (G) after joint learning (NYUv2)",
+                       SSGAN_SOURCE, licence=SSGAN_LICENCE, optional=True, aliases=("ssgan_models/joint_SSGAN.net",)),
+            WeightFile("Structure_GAN.net", "Structure-GAN G and D (NYUv2 normals, 72x72)", SSGAN_SOURCE,
+                       licence=SSGAN_LICENCE, optional=True, aliases=("ssgan_models/Structure_GAN.net",)),
+            WeightFile("joint_Style_GAN.net", "Style-GAN G and D trained with the FCN loss, and the FCN",
+                       SSGAN_SOURCE, licence=SSGAN_LICENCE, optional=True,
+                       aliases=("ssgan_models/joint_Style_GAN.net",)),
+            WeightFile("Style_GAN_nofcn.net", "Style-GAN G and D without the FCN loss", SSGAN_SOURCE,
+                       licence=SSGAN_LICENCE, optional=True, aliases=("ssgan_models/Style_GAN_nofcn.net",)),
+            WeightFile("FCN.net", "surface-normal FCN (40 clusters, 512x512 input)", SSGAN_SOURCE,
+                       licence=SSGAN_LICENCE, optional=True, aliases=("ssgan_models/FCN.net",)),
+            WeightFile("codebook_40.txt", "the 40 normal clusters the FCN classifies into (training only)",
+                       "style-gan-fcn/codebook_40.txt of github.com/xiaolonw/ss-gan", licence=SSGAN_LICENCE,
+                       optional=True, urls=(SSGAN_CODEBOOK_URL,), aliases=("style-gan-fcn/codebook_40.txt",)),
         ),
     ),
 }

@@ -324,7 +324,8 @@ def load_torch_file(path, only=None) -> dict[str, nn.Module]:
     for name, torch_network in found.items():
         if only is not None and name not in only:
             continue
-        network = NETWORK_CLASSES[name](**infer_config(name, torch_network))
+        with torch.random.fork_rng(devices=[]):    # building draws initial weights: keep the caller's RNG
+            network = NETWORK_CLASSES[name](**infer_config(name, torch_network))
         state = convert_network(torch_network, network, f"{Path(path).name}:{name}")
         network.load_state_dict(state, strict=True)
         networks[name] = network.eval()
