@@ -48,7 +48,8 @@ def build_demo(out_dir, work_dir=None, steps: int = DEMO_STEPS, seed: int = 0, p
 
     Args:
         out_dir: the weights folder to write (``weights/demo/lrgan`` for the shipped one).
-        work_dir (optional): folder for the images and the run (a new temporary one by default).
+        work_dir (optional): folder for the images and the run (a new temporary one by default);
+            an interrupted build resumes from it.
         steps: optimisation steps (fixed, for a reproducible build).
         seed: of the images and the training.
         progress: progress bars.
@@ -61,8 +62,10 @@ def build_demo(out_dir, work_dir=None, steps: int = DEMO_STEPS, seed: int = 0, p
 
     work = Path(work_dir or tempfile.mkdtemp(prefix="build-lrgan-demo-"))
     images = write_demo_images(work / "images", DEMO_SET, DEMO_SIZE, DEMO_IMAGES, seed=seed)
+    # An interrupted build continues from its last checkpoint in work_dir (every 50 steps);
+    # a resumed run draws the same batches and noise as an uninterrupted one.
     run = train.train(images, work / "run", max_steps=steps, seed=seed, device="cpu", progress=progress,
-                      sample_every=max(steps // 4, 1), resume=False, **dict(DEMO_CONFIG, **sizes))
+                      sample_every=100, checkpoint_every=50, **dict(DEMO_CONFIG, **sizes))
     out_dir = train.export(work / "run", out_dir, name="demo (project-trained on the offline shapes set)",
                            half=True, extra={"demo_set": DEMO_SET, "demo_images": DEMO_IMAGES})
     generator = load_project_networks(out_dir, {"generator": LRGANGenerator}, read_project(out_dir))["generator"]
