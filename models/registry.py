@@ -264,6 +264,32 @@ REGISTRY = {
                        aliases=("netG.pth",)),
         ),
     ),
+    "lapgan": ModelSpec(
+        name="lapgan",
+        task="image-generation",
+        paper="Denton, Chintala, Szlam and Fergus, Deep Generative Image Models using a Laplacian Pyramid of "
+              "Adversarial Networks, NeurIPS 2015",
+        pipeline="models.lapgan.pipeline:LAPGANPipeline",
+        demo=DEMO_WEIGHTS / "lapgan",
+        commands="models.lapgan.commands",
+        # facebook/eyescream (Torch7) publishes no weights, so there is no file to load and no
+        # converter; project folders hold one <name>.safetensors per network. Coarse to fine:
+        #   coarse    G_K, fully connected: noise (100) + class one-hot -> 8x8 image
+        #             (image_size, channels, noise_dim, classes, hidden; CIFAR-10: 8, 3, 100, 10, 1200)
+        #   level1    G_1, convolutional: noise plane + class plane + u(I_2) -> 16x16 residual
+        #   level2    G_0, the same at 32x32 (image_size, channels, classes, hidden; 16 or 32, 3, 10, 64)
+        #   coarse_d, level1_d, level2_d   their discriminators (training only; D_K hidden 600, D_k 64)
+        # classes = 0 is the unconditional model (train_cifar.lua, train_cifar_coarse_to_fine.lua).
+        networks={
+            "coarse": NetworkSpec("models.lapgan.networks:CoarseGenerator"),
+            "level1": NetworkSpec("models.lapgan.networks:LevelGenerator"),
+            "level2": NetworkSpec("models.lapgan.networks:LevelGenerator"),
+            "coarse_d": NetworkSpec("models.lapgan.networks:CoarseDiscriminator"),
+            "level1_d": NetworkSpec("models.lapgan.networks:LevelDiscriminator"),
+            "level2_d": NetworkSpec("models.lapgan.networks:LevelDiscriminator"),
+        },
+        files=(),
+    ),
     "sgan": ModelSpec(
         name="sgan",
         task="image-generation",
