@@ -289,7 +289,7 @@ class Trainer(BaseTrainer):
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
-        return {"fcn_nll": float(loss)}
+        return {"fcn_nll": loss.item()}
 
     def adversarial_step(self, batch):
         c, g, d = self.config, self.g, self.d
@@ -326,7 +326,7 @@ class Trainer(BaseTrainer):
             labels = normal_classes(cond, self.codebook, up.shape[-1] // 16)
             nll = F.nll_loss(self.fcn(up), labels)
             total = total + c.lamda * nll
-            losses["fcn_nll"] = float(nll)
+            losses["fcn_nll"] = nll.item()
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
         self._adam_step(self.opt_g, g, update_g)
