@@ -272,10 +272,14 @@ def test_fcn_steps_lower_the_nll_and_guide_the_style_generator(rooms, tmp_path):
 
 def test_full_run_exports_a_folder_the_registry_loads(rooms, tmp_path):
     images, normals = rooms
-    summary = training.train(images, normals, tmp_path / "run", stage_steps={"structure": 2, "fcn": 2, "style": 2},
-                             batch_size=8, base_channels=4, structure_size=16, image_size=16,
-                             fcn_channels=(4, 4, 4, 4, 4, 8, 4), progress=False, sample_every=0)
-    assert summary["stages"]["style"]["step"] == 2
+    summary = training.train(images, normals, tmp_path / "run", joint=True, batch_size=8, base_channels=4,
+                             stage_steps={"structure": 2, "fcn": 2, "style": 2, "joint": 2}, structure_size=16,
+                             image_size=16, fcn_channels=(4, 4, 4, 4, 4, 8, 4), progress=False, sample_every=0)
+    assert {k: v["step"] for k, v in summary["stages"].items()} == {"structure": 2, "fcn": 2, "style": 2, "joint": 2}
+    assert set(summary["stages"]["joint"]["losses"]) >= {"d_bce", "d1_bce", "g_bce", "g1_bce"}
+    joint_style = training.load_run_network(tmp_path / "run" / "joint", "style")
+    exported = registry.load("ssgan", weights=tmp_path / "run", device="cpu").pick()[1].style
+    assert all(torch.equal(a, b) for a, b in zip(joint_style.state_dict().values(), exported.state_dict().values()))
     pipe = registry.load("ssgan", weights=tmp_path / "run", device="cpu")
     torch.manual_seed(0)
     out = pipe(n=2, levels=True)

@@ -1,6 +1,6 @@
 """S^2-GAN's part of the ``talkingface`` command (``models.common.commands``).
 
-    talkingface train ssgan --images DIR --normals DIR --out RUN [--stage all|structure|fcn|style]
+    talkingface train ssgan --images DIR --normals DIR --out RUN [--stage all|structure|fcn|style|joint] [--joint]
     talkingface weights build-demo --model ssgan
     talkingface weights convert --model ssgan joint_SSGAN.net --out DIR   (or a folder of .net files)
     talkingface bench ssgan [--random-weights]
@@ -30,10 +30,11 @@ def train(args) -> dict:
         raise TalkingFaceError("train ssgan needs --normals DIR: the surface normal map of each image, "
                                "saved as (n + 1) / 2 RGB under the image's file name")
     options = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k, None) is not None}
-    if args.stage != "all" and args.fcn_run:
-        options["fcn_run"] = args.fcn_run
+    if args.stage not in (None, "all"):
+        options.update({k: getattr(args, k) for k in ("fcn_run", "structure_run", "style_run")
+                        if getattr(args, k, None)})
     summary = training.train(args.images, args.normals, args.out, stage=args.stage or "all", fcn=not args.no_fcn,
-                             resume=not args.restart, progress=not args.quiet, **options)
+                             joint=args.joint, resume=not args.restart, progress=not args.quiet, **options)
     return {k: summary[k] for k in ("step", "stopped", "out_dir") if k in summary}
 
 
@@ -69,9 +70,12 @@ COMMANDS = {
     "train": Command(train, (
         argument("--images", help="ssgan: folder of training images (paired with --normals by file name)"),
         argument("--normals", help="folder of surface normal maps as (n + 1) / 2 RGB, one per image"),
-        argument("--stage", choices=["all", "structure", "fcn", "style"], default="all",
+        argument("--stage", choices=["all", "structure", "fcn", "style", "joint"], default="all",
                  help="ssgan: all (structure, FCN, style, then the export) or one stage"),
         argument("--fcn-run", help="--stage style: the FCN run whose loss guides the Style-GAN"),
+        argument("--structure-run", help="--stage joint: the finished Structure-GAN run"),
+        argument("--style-run", help="--stage joint: the finished Style-GAN run"),
+        argument("--joint", action="store_true", help="--stage all: then fine-tune both GANs jointly (lr 1e-6)"),
         argument("--no-fcn", action="store_true", help="Style-GAN without the FCN loss (style-gan-nofcn)"),
         argument("--base-channels", type=int, help="G and D width nplanes (64 = published)"),
         argument("--structure-size", type=int, help="side of the normals (72 = published)"),

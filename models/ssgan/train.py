@@ -17,6 +17,14 @@ Wang and Gupta, ECCV 2016 (arXiv:1603.05631); github.com/xiaolonw/ss-gan:
   graph left in training mode). Without ``fcn_run`` the loss is the adversarial one alone
   (``style-gan-nofcn``, which also puts coefL2 = 1e-5 on the weights: ``l2``).
 
+* ``joint`` (``joint-ssgan/train.lua`` + ``joint_train_bi.lua``, Sec. 3.3): both GANs from
+  their runs, fine-tuned together at lr 1e-6 (the Structure-GAN's pair at a tenth of it).
+  The Style-GAN's D sees real (image, normals) pairs and G(z, up(G1(z1))) with the
+  generated normals; the Structure-GAN's D1 real normals and G1(z1). G minimises
+  BCE(D(G(z, up(G1(z1))), up(G1(z1))), 1) and is always updated; its gradient reaches G1
+  through the normals, scaled by lambda0 = 0.1, and adds to G1's own BCE(D1(G1(z1)), 1)
+  (times lambda = 1); G1 follows D1's margin rule.
+
 Shared by the adversarial stages (``adversarial_ct.lua``'s ``adam``): Adam, lr 2e-4,
 beta1 0.5, with the learning rate divided by 50 for the first 10 updates and by 5 until
 the 30th; a margin rule on the discriminator's losses on the real and the fake half
@@ -55,10 +63,11 @@ from models.ssgan.data import read_normals, read_pairs
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("structure", "fcn", "style")
+STAGES = ("structure", "fcn", "style", "joint")
 PUBLISHED_FCN = (96, 256, 384, 384, 256, 1024, 512)
 FILES = {"structure": ("structure", "structure_discriminator"), "fcn": ("fcn",),
-         "style": ("style", "style_discriminator")}
+         "style": ("style", "style_discriminator"),
+         "joint": ("style", "style_discriminator", "structure", "structure_discriminator")}
 
 
 # ---------------------------------------------------------------------------------------
@@ -136,6 +145,11 @@ class TrainConfig(LoopConfig):
     l2: float = 0.0                    # --coefL2 (1e-5 in style-gan-nofcn)
     fcn_momentum: float = 0.9
     fcn_weight_decay: float = 5e-4
+    structure_run: str | None = None   # joint: the Structure-GAN run to start from
+    style_run: str | None = None       # joint: the Style-GAN run to start from
+    lamda0: float = 0.1                # joint: weight of the Style-GAN's gradient reaching G1
+    structure_lamda: float = 1.0       # joint: --lamda, weight of D1's gradient on G1
+    structure_lr_ratio: float = 0.1    # joint: G1 and D1 learn at lr times this
     steps: int = 6000                  # the full schedule: 3 epochs of --epochSize 2000 (the first save)
     extra: dict = field(default_factory=dict)
 
@@ -149,15 +163,17 @@ class TrainConfig(LoopConfig):
             raise InvalidInput(f"batch_size must be even and at least 2, got {self.batch_size}")
         if self.stage != "structure" and not self.images_dir:
             raise InvalidInput(f"the {self.stage} stage needs the images (--images) beside the normals")
+        if self.stage == "joint" and not (self.structure_run and self.style_run):
+            raise InvalidInput("the joint stage needs structure_run and style_run, the finished runs of both GANs")
         if self.lr is None:
-            self.lr = 0.01 if self.stage == "fcn" else 2e-4
+            self.lr = {"fcn": 0.01, "joint": 1e-6}.get(self.stage, 2e-4)
 
 
 class Pairs(Dataset):
     """Images and normals in memory; items are dicts (the shared trainer's batches)."""
 
-    def __init__(self, normals: torch.Tensor, images: torch.Tensor | None = None):
-        self.normals, self.images = normals, images
+    def __init__(self, normals: torch.Tensor, images: torch.Tensor | None = None, small=None):
+        self.normals, self.images, self.small = normals, images, small
 
     def __len__(self):
         return len(self.normals)
@@ -169,6 +185,8 @@ class Pairs(Dataset):
         item = {"normals": self.normals[i]}
         if self.images is not None:
             item["image"] = self.images[i]
+        if self.small is not None:
+            item["small_normals"] = self.small[i]
         return item
 
 
@@ -195,7 +213,8 @@ class Trainer(BaseTrainer):
             self.dataset = Pairs(normals)
         else:
             images, normals, _ = read_pairs(c.images_dir, c.normals_dir, c.image_size)
-            self.dataset = Pairs(normals, images)
+            small = read_pairs(c.images_dir, c.normals_dir, c.structure_size)[1] if c.stage == "joint" else None
+            self.dataset = Pairs(normals, images, small)
         if len(self.dataset) < c.batch_size:
             raise InvalidInput(f"{len(self.dataset)} training items are fewer than a batch of {c.batch_size}")
         self.batch_size = c.batch_size
@@ -213,14 +232,23 @@ class Trainer(BaseTrainer):
                 self.fcn, codebook = load_fcn(c.fcn_run)
                 self.fcn.to(self.device).train().requires_grad_(False)
                 self.codebook = torch.from_numpy(codebook)
-        else:
+        elif c.stage == "fcn":
             self.g = nets.NormalFCN(len(self.codebook), c.fcn_channels)
             self.d = None
-        self.g.apply(weights_init(0.01 if c.stage == "fcn" else 0.02))
+        if c.stage == "joint":
+            self.g = load_run_network(c.style_run, "style")
+            self.d = load_run_network(c.style_run, "style_discriminator")
+            self.g1 = load_run_network(c.structure_run, "structure").to(self.device)
+            self.d1 = load_run_network(c.structure_run, "structure_discriminator").to(self.device)
+            self.opt_g1 = torch.optim.Adam(self.g1.parameters(), lr=c.lr * c.structure_lr_ratio, betas=betas)
+            self.opt_d1 = torch.optim.Adam(self.d1.parameters(), lr=c.lr * c.structure_lr_ratio, betas=betas)
+        else:
+            self.g.apply(weights_init(0.01 if c.stage == "fcn" else 0.02))
+            if self.d is not None:
+                self.d.apply(weights_init(0.02))
         self.g.to(self.device)
         self.codebook = self.codebook.to(self.device)
         if self.d is not None:
-            self.d.apply(weights_init(0.02))
             self.d.to(self.device)
             self.opt_g = torch.optim.Adam(self.g.parameters(), lr=c.lr, betas=betas, eps=1e-8)
             self.opt_d = torch.optim.Adam(self.d.parameters(), lr=c.lr, betas=betas, eps=1e-8)
@@ -233,6 +261,8 @@ class Trainer(BaseTrainer):
     def loss_names(self):
         if self.stage == "fcn":
             return ("fcn_nll",)
+        if self.stage == "joint":
+            return ("d_bce", "d1_bce", "g_bce", "g1_bce", "update_d", "update_d1", "update_g1")
         return ("d_bce", "g_bce", "err_real", "err_fake", "update_d", "update_g") + \
             (("fcn_nll",) if self.fcn is not None else ())
 
@@ -244,12 +274,18 @@ class Trainer(BaseTrainer):
         return self.config.steps
 
     def checkpoint_networks(self):
-        names = FILES[self.stage]
-        modules = (self.g,) if self.d is None else (self.g, self.d)
-        return {f"{n}.safetensors": m for n, m in zip(names, modules)}
+        return {f"{name}.safetensors": module for name, module in self.networks().items()}
 
     def networks(self) -> dict:
-        return dict(zip(FILES[self.stage], (self.g, self.d)))
+        modules = (self.g, self.d, getattr(self, "g1", None), getattr(self, "d1", None))
+        return {name: module for name, module in zip(FILES[self.stage], modules) if module is not None}
+
+    @property
+    def optimizers(self):
+        found = {"optimizer_g": self.opt_g, "optimizer_d": self.opt_d}
+        if self.stage == "joint":
+            found.update(optimizer_g1=self.opt_g1, optimizer_d1=self.opt_d1)
+        return found
 
     def config_json(self):
         nets_config = {name: dict(net.config) for name, net in self.networks().items() if net is not None}
@@ -264,9 +300,9 @@ class Trainer(BaseTrainer):
     def noise(self, n):
         return (torch.rand(n, self.config.noise_dim, 1, 1) * 2 - 1).to(self.device)
 
-    def _adam_step(self, optimizer, network, update: bool):
+    def _adam_step(self, optimizer, network, update: bool, ratio=1.0):
         for group in optimizer.param_groups:
-            group["lr"] = self.config.lr / warmup_factor(self.step)
+            group["lr"] = self.config.lr * ratio / warmup_factor(self.step)
         if update:
             if self.config.l2:
                 for p in network.parameters():
@@ -277,7 +313,58 @@ class Trainer(BaseTrainer):
     def train_step(self, batch):
         if self.stage == "fcn":
             return self.fcn_step(batch)
+        if self.stage == "joint":
+            return self.joint_step(batch)
         return self.adversarial_step(batch)
+
+    def joint_step(self, batch):
+        """One step of ``joint_train_bi.lua``: D, D1, then G (always) and G1 (by D1's margin rule)."""
+        c, g, d, g1, d1 = self.config, self.g, self.d, self.g1, self.d1
+        for net in (g, d, g1, d1):
+            net.train()
+        images = batch["image"].to(self.device)
+        normals = batch["normals"].to(self.device)
+        small = batch["small_normals"].to(self.device)
+        n = len(images)
+        h = n // 2
+        size = c.image_size
+        z, z1 = self.noise(n), self.noise(n)
+        targets = torch.cat([torch.ones(h, 1), torch.zeros(n - h, 1)]).to(self.device)
+        # (1) D: real pairs of the first half; G's images of G1's normals on the second.
+        with torch.no_grad():
+            fake_normals_small = g1(z1[h:])
+            fake_normals = nets.resample_normals(fake_normals_small, size)
+            fake = g(z[h:], fake_normals)
+        out = d(torch.cat([images[:h], fake]), torch.cat([normals[:h], fake_normals]))
+        update_d, _ = margin_rule(float(_bce(out[:h].detach(), 1.0)), float(_bce(out[h:].detach(), 0.0)), c.margin)
+        loss_d = F.binary_cross_entropy(out, targets)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self._adam_step(self.opt_d, d, update_d)
+        # (2) D1: real normals of the second half, G1's normals.
+        out1 = d1(torch.cat([small[h:], fake_normals_small]))
+        update_d1, update_g1 = margin_rule(float(_bce(out1[:h].detach(), 1.0)),
+                                           float(_bce(out1[h:].detach(), 0.0)), c.margin)
+        loss_d1 = F.binary_cross_entropy(out1, targets)
+        self.opt_d1.zero_grad(set_to_none=True)
+        loss_d1.backward()
+        self._adam_step(self.opt_d1, d1, update_d1, c.structure_lr_ratio)
+        # (3) G through D (only D's image input carries gradient), reaching G1 scaled by lambda0.
+        normals_small = g1(z1)
+        upsampled = nets.resample_normals(normals_small, size)
+        scaled = upsampled * c.lamda0 + (upsampled * (1 - c.lamda0)).detach()    # gradient x lambda0
+        samples = g(z, scaled)
+        loss_g = _bce(d(samples, upsampled.detach()), 1.0)
+        # (4) G1's own adversarial loss against D1, times lambda.
+        loss_g1 = _bce(d1(normals_small), 1.0)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_g1.zero_grad(set_to_none=True)
+        (loss_g + c.structure_lamda * loss_g1).backward()
+        self._adam_step(self.opt_g, g, True)
+        self._adam_step(self.opt_g1, g1, update_g1, c.structure_lr_ratio)
+        self.last_outputs = {"samples": samples.detach(), "normals": upsampled.detach()}
+        return {"d_bce": loss_d.item(), "d1_bce": loss_d1.item(), "g_bce": loss_g.item(), "g1_bce": loss_g1.item(),
+                "update_d": float(update_d), "update_d1": float(update_d1), "update_g1": float(update_g1)}
 
     def fcn_step(self, batch):
         images = batch["image"].to(self.device)
@@ -367,13 +454,21 @@ def read_stage(run_dir, stage) -> dict:
     return config
 
 
-def load_stage_network(run_dir, stage, name=None) -> nn.Module:
-    """A network a stage run trained (``name`` defaults to the stage's generator), in eval mode."""
-    config = read_stage(run_dir, stage)
-    name = name or FILES[stage][0]
-    network = {**nets_classes()}[name](**config[name])
+def load_run_network(run_dir, name) -> nn.Module:
+    """Network ``name`` of a stage run (any stage that trained it, the joint one included), in eval mode."""
+    config = read_run_config(run_dir, "S^2-GAN")
+    if config.get("model") != "ssgan" or name not in config:
+        raise InvalidInput(f"{run_dir} holds no S^2-GAN run with a {name} network")
+    with torch.random.fork_rng(devices=[]):
+        network = nets_classes()[name](**config[name])
     weights_lib.load_weights(network, Path(run_dir) / f"{name}.safetensors", f"{name}.safetensors")
     return network.eval()
+
+
+def load_stage_network(run_dir, stage, name=None) -> nn.Module:
+    """A network a ``stage`` run trained (``name`` defaults to the stage's generator), in eval mode."""
+    read_stage(run_dir, stage)
+    return load_run_network(run_dir, name or FILES[stage][0])
 
 
 def nets_classes():
@@ -397,18 +492,18 @@ def train_stage(stage, normals_dir, out_dir, images_dir=None, **options) -> dict
 
 def export(structure_run, style_run, out_dir, name="project", extra=None, half=False) -> Path:
     """The two generators of finished runs as a project weights folder (float16 storage with ``half``)."""
-    structure = load_stage_network(structure_run, "structure")
-    style = load_stage_network(style_run, "style")
+    structure = load_run_network(structure_run, "structure")
+    style = load_run_network(style_run, "style")
     if half:
         structure, style = structure.half(), style.half()
-    steps = {"structure": read_stage(structure_run, "structure")["step"],
-             "style": read_stage(style_run, "style")["step"]}
+    steps = {"structure": read_run_config(structure_run, "S^2-GAN")["step"],
+             "style": read_run_config(style_run, "S^2-GAN")["step"]}
     return save_project(out_dir, "ssgan", {"structure": structure, "style": style}, name=name,
                         extra={"variant": "project", "steps": steps, **(extra or {})})
 
 
-def train(images_dir, normals_dir, out_dir, stage="all", stage_steps=None, fcn=True, name="project",
-          **options) -> dict:
+def train(images_dir, normals_dir, out_dir, stage="all", stage_steps=None, fcn=True, joint=False,
+          name="project", **options) -> dict:
     """Structure-GAN, the FCN and Style-GAN in turn (``stage="all"``), then the export; or one stage.
 
     Args:
@@ -417,6 +512,7 @@ def train(images_dir, normals_dir, out_dir, stage="all", stage_steps=None, fcn=T
         stage: ``all`` or one of `STAGES` (then ``out_dir`` is that stage's run folder).
         stage_steps: {stage: steps} overriding ``max_steps`` per stage.
         fcn: train the FCN and use its loss in the Style-GAN (False: the no-FCN variant).
+        joint: then fine-tune both together (``joint``) and export that run's generators.
         options: `TrainConfig` fields (max_steps, batch_size, base_channels, sizes ...).
     """
     out_dir = Path(out_dir)
@@ -425,16 +521,19 @@ def train(images_dir, normals_dir, out_dir, stage="all", stage_steps=None, fcn=T
     summaries = {}
     steps = stage_steps or {}
     for part in STAGES:
-        if part == "fcn" and not fcn:
+        if (part == "fcn" and not fcn) or (part == "joint" and not joint):
             continue
         extra = {"fcn_run": str(out_dir / "fcn")} if part == "style" and fcn else {}
+        if part == "joint":
+            extra = {"structure_run": str(out_dir / "structure"), "style_run": str(out_dir / "style")}
         part_options = {**options, **extra}
-        if part == "fcn":
-            part_options.pop("lr", None)     # a given lr is the GANs'; the FCN keeps its SGD 0.01
+        if part in ("fcn", "joint"):
+            part_options.pop("lr", None)     # a given lr is the first GANs'; the FCN and the joint stage keep theirs
         if part in steps:
             part_options["max_steps"] = steps[part]
         summaries[part] = train_stage(part, normals_dir, out_dir / part, images_dir, **part_options)
-    export(out_dir / "structure", out_dir / "style", out_dir, name=name)
+    last = out_dir / "joint" if joint else None
+    export(last or out_dir / "structure", last or out_dir / "style", out_dir, name=name)
     summary = {"step": sum(s["step"] for s in summaries.values()), "stopped": summaries["style"]["stopped"],
                "out_dir": str(out_dir), "stages": {k: {"step": v["step"], "losses": v["losses"]}
                                                    for k, v in summaries.items()}}
