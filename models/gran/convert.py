@@ -104,6 +104,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         if module in ("__builtin__", "builtins") and name in ("object", "set", "frozenset", "list", "dict", "tuple"):
             return {"object": object, "set": set, "frozenset": frozenset, "list": list, "dict": dict,
                     "tuple": tuple}[name]
+        if module == "_codecs" and name == "encode":        # bytes as protocol 2 writes them from Python 3
+            import codecs
+
+            return codecs.encode
         if module == "collections" and name == "OrderedDict":
             return OrderedDict
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a GRAN pickle")
@@ -168,7 +172,7 @@ def generator_config(state, num_steps=None) -> dict:
     try:
         z_dim = state["L0a.W"].shape[0]
         decoder = _indices(state, lambda layer: f"{layer}.b" in state)
-        encoder = _indices(state, lambda layer: f"{layer}.b" not in state)
+        encoder = _indices(state, lambda layer: layer != "L1" and f"{layer}.b" not in state)
         widths = [state[f"L{i}.W"].shape[0] for i in decoder]
         channels = state[f"L{decoder[-1]}.W"].shape[1]
         first_size = math.isqrt(state["L1.W"].shape[1] // widths[0])
