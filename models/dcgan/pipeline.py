@@ -26,6 +26,7 @@ device, so that one seed gives the same images on every device.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,24 @@ from models.types import ImageCondition, Images
 CHUNK = 64      # images drawn per generator call
 LABEL_OPTION = Option("label", int, None, "InfoGAN weights only: the categorical code's value, 0 to k - 1 "
                                           "(k from the weights)", minimum=0)
-UNCONDITIONAL = ("gan", "improved", "fgan")
+BATCH_NORM_OPTION = Option("batch_norm", str, "running", "running: the statistics learnt in training (default); "
+                                                        "batch: each call's own, as the reference draws its samples",
+                           choices=("running", "batch"))
+
+
+@contextmanager
+def batch_statistics(network: torch.nn.Module, enabled: bool):
+    """Batch norm on the batch's own statistics inside the block, the stored ones left as they are."""
+    layers = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] if enabled else []
+    for layer in layers:
+        layer.train()
+        layer.track_running_stats = False       # normalise by the batch, update nothing
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.eval()
+            layer.track_running_stats = True
 
 
 def generator_config(state_dict: dict) -> dict:
@@ -86,7 +104,7 @@ class DCGANPipeline(ImageGenerationPipeline):
     """
 
     name = "dcgan"
-    options = (LABEL_OPTION,)
+    options = (LABEL_OPTION, BATCH_NORM_OPTION)
     vector_size = 0               # the weights decide: InfoGAN's c, or GAN-INT-CLS's embedding length
 
     def __init__(self, generator, objective="gan", codes=None, device="auto", info=None):
@@ -175,19 +193,28 @@ class DCGANPipeline(ImageGenerationPipeline):
         return (z,)
 
     @torch.no_grad()
-    def generate(self, n: int, condition: ImageCondition, levels=False, progress=None, **options) -> Images:
-        """Steps 1-3; ``levels`` is ignored (DCGAN draws at one scale)."""
+    def generate(self, n: int, condition: ImageCondition, levels=False, progress=None, batch_norm=None,
+                 **options) -> Images:
+        """Steps 1-3; ``levels`` is ignored (DCGAN draws at one scale).
+
+        ``batch_norm``: "running" (default) normalises with the statistics learnt in
+        training; "batch" with each chunk's own (``CHUNK`` images), as the reference's
+        ``main.py`` draws its sample grids with the generator in training mode. The images
+        then depend on how many are drawn together.
+        """
+        batch_norm = BATCH_NORM_OPTION.parse(batch_norm) or "running"
         # 1. Check the condition against the weights.
         condition = self.check_weights_condition(condition, n)
         # 2. Draw z (and codes) on the CPU.
         inputs = self.draw_inputs(n, condition)
         # 3. Generate in chunks.
         chunks = []
-        for start in range(0, n, CHUNK):
-            part = [x[start:start + CHUNK].to(self.device) for x in inputs]
-            chunks.append(to_uint8(self.generator(*part)))
-            if progress is not None:
-                progress(min(start + CHUNK, n), n)
+        with batch_statistics(self.generator, batch_norm == "batch"):
+            for start in range(0, n, CHUNK):
+                part = [x[start:start + CHUNK].to(self.device) for x in inputs]
+                chunks.append(to_uint8(self.generator(*part)))
+                if progress is not None:
+                    progress(min(start + CHUNK, n), n)
         used = {kind: ("given" if getattr(condition, kind) is not None else "sampled")
                 for kind, taken in (("label", self.takes()["label"]), ("vector", self.takes()["vector"])) if taken}
-        return Images(images=np.concatenate(chunks), info=dict(self.info, condition=used))
+        return Images(images=np.concatenate(chunks), info=dict(self.info, condition=used, batch_norm=batch_norm))

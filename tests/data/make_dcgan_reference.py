@@ -3,17 +3,20 @@
     python tests/data/make_dcgan_reference.py /path/to/pytorch-examples-checkout
 
 1. The reference script itself is run once, for one batch (``--dataset fake --dry-run``,
-   4 images of 64x64, nz 16, ngf = ndf = 8, seed 1), so that it writes ``netG_epoch_0.pth``
+   4 images of 64x64, nz 16, ngf = ndf = 4, seed 1), so that it writes ``netG_epoch_0.pth``
    and ``netD_epoch_0.pth`` after one optimisation step (batch-norm running statistics no
    longer at their initial values). torchvision is not installed here: a stand-in module
    gives the script its ``FakeData`` (seeded random images in [0, 1]), ``transforms`` and
    a ``save_image`` that writes nothing; the networks, losses and optimisers are untouched.
 2. The script's own ``Generator`` and ``Discriminator`` classes (its source, executed
-   with its global sizes) load those files and run, in eval mode, on a seeded z and a
-   seeded image batch.
+   with its global sizes) load those files and run on a seeded z and a seeded image
+   batch: in eval mode (running statistics), then in training mode, as the script itself
+   draws its sample grids (batch statistics; the only outputs far from 0 and 0.5 after
+   one step, since the running variances barely moved from 1).
 
 Writes tests/data/dcgan_reference.npz: both state dicts (``G/<key>``, ``D/<key>``), the
-inputs ``z`` and ``x`` and the outputs ``G_out`` and ``D_out``, with the sizes.
+inputs ``z`` and ``x``, the eval-mode outputs ``G_out``, ``D_out``, ``D_fake`` (D on
+``G_out``) and the training-mode ones ``G_out_train``, ``D_out_train``, with the sizes.
 """
 
 import ast
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-NZ, NGF, NDF, NC, SIZE = 16, 8, 8, 3, 64
+NZ, NGF, NDF, NC, SIZE = 16, 4, 4, 3, 64
 
 STAND_IN = {
     "torchvision/__init__.py": "from . import datasets, transforms, utils\n",
@@ -85,9 +88,13 @@ def main(checkout):
     with torch.no_grad():
         g_out, d_out = net_g(z), net_d(x)
         d_fake = net_d(g_out)
+        net_g.train()
+        net_d.train()
+        g_train, d_train = net_g(z), net_d(x)
     arrays = {f"G/{k}": v.numpy() for k, v in state_g.items()}
     arrays.update({f"D/{k}": v.numpy() for k, v in state_d.items()})
     arrays.update(z=z.numpy(), x=x.numpy(), G_out=g_out.numpy(), D_out=d_out.numpy(), D_fake=d_fake.numpy(),
+                  G_out_train=g_train.numpy(), D_out_train=d_train.numpy(),
                   sizes=np.array([NZ, NGF, NDF, NC, SIZE]))
     np.savez_compressed(out, **arrays)
     print(f"wrote {out} ({out.stat().st_size} bytes)")
