@@ -47,6 +47,10 @@ SSGAN_SOURCE = ("the authors' Dropbox folder (ssgan_models) linked from the READ
                 "(section Models and Datasets)")
 SSGAN_LICENCE = "no licence stated by the authors; research use (trained on NYUv2)"
 SSGAN_CODEBOOK_URL = "https://raw.githubusercontent.com/xiaolonw/ss-gan/master/style-gan-fcn/codebook_40.txt"
+STACKGAN_V1_SOURCE = ("the Google Drive link (StackGAN for coco) in the README of "
+                      "github.com/hanzhanggit/StackGAN-Pytorch")
+STACKGAN_V2_SOURCE = "the Google Drive links (Pretrained Model) in the README of github.com/hanzhanggit/StackGAN-v2"
+STACKGAN_LICENCE = "MIT (the authors' LICENSE)"
 NO_RELEASE = "no weights are released: train them (talkingface train {name} --images DIR) or use the demo weights"
 DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "demo"
 
@@ -289,6 +293,61 @@ REGISTRY = {
             "level2_d": NetworkSpec("models.lapgan.networks:LevelDiscriminator"),
         },
         files=(),
+    ),
+    "stackgan": ModelSpec(
+        name="stackgan",
+        task="image-generation",
+        paper="Zhang, Xu, Li, Zhang, Wang, Huang and Metaxas, StackGAN: Text to Photo-realistic Image Synthesis "
+              "with Stacked Generative Adversarial Networks, ICCV 2017; StackGAN++, TPAMI 2018",
+        pipeline="models.stackgan.pipeline:StackGANPipeline",
+        demo=DEMO_WEIGHTS / "stackgan",
+        commands="models.stackgan.commands",
+        # The authors' generators, each a plain torch.save of a state dict (v2's with the
+        # `module.` prefixes of nn.DataParallel). Constructor arguments as the authors' cfg:
+        #   v1_stage1 / v1_stage2  z_dim, condition_dim, gf_dim, text_dim [, r_num]
+        #                          (COCO release: 100, 128, 192, 1024, 2; networks.COCO_V1)
+        #   v2                     branch_num, z_dim, embedding_dim, gf_dim, r_num, b_condition,
+        #                          text_dim (birds: 3, 100, 128, 64, 2, True, 1024; the LSUN /
+        #                          ImageNet ones the same with b_condition False)
+        networks={
+            "v1_stage1": NetworkSpec("models.stackgan.networks:Stage1Generator"),
+            "v1_stage2": NetworkSpec("models.stackgan.networks:Stage2Generator", "netG_epoch_90.pth"),
+            "v2": NetworkSpec("models.stackgan.networks:GNet", "netG_210000.pth"),
+            "v1_stage1_discriminator": NetworkSpec("models.stackgan.networks:Stage1Discriminator"),
+            "v1_stage2_discriminator": NetworkSpec("models.stackgan.networks:Stage2Discriminator"),
+            "v2_discriminator": NetworkSpec("models.stackgan.networks:DNet"),
+            "text_encoder": NetworkSpec("models.stackgan.text:CharCNNRNN"),
+        },
+        files=(
+            WeightFile("netG_epoch_90.pth", "StackGAN-v1 Stage-II generator with its Stage-I (COCO, 256x256, "
+                       "text-conditional: 1024-d char-CNN-RNN embeddings)", STACKGAN_V1_SOURCE,
+                       licence=STACKGAN_LICENCE + "; trained on MS-COCO", optional=True,
+                       urls=("https://drive.google.com/open?id=0B3y_msrWZaXLYjNra2ZSSmtVQlE",),
+                       aliases=("models/coco/netG_epoch_90.pth", "coco/netG_epoch_90.pth")),
+            WeightFile("netG_210000.pth", "StackGAN-v2 generator (CUB birds, 64/128/256, text-conditional: "
+                       "1024-d char-CNN-RNN embeddings)", STACKGAN_V2_SOURCE,
+                       licence=STACKGAN_LICENCE + "; trained on CUB-200-2011", optional=True,
+                       urls=("https://drive.google.com/open?id=1s5Yf3nFiXx0lltMFOiJWB6s1LP24RcwH",),
+                       aliases=("models/birds_3stages/netG_210000.pth", "birds_3stages/netG_210000.pth")),
+            WeightFile("netG_600000.pth", "StackGAN-v2 generator (ImageNet dogs, unconditional)", STACKGAN_V2_SOURCE,
+                       licence=STACKGAN_LICENCE + "; trained on ImageNet", optional=True,
+                       urls=("https://drive.google.com/open?id=1zcwYfvhsKqb8svQDecTbx_mdYy3TG3F0",),
+                       aliases=("models/dog_3stages_color/netG_600000.pth", "dog_3stages_color/netG_600000.pth")),
+            WeightFile("netG_200000.pth", "StackGAN-v2 generator (ImageNet cats, unconditional)", STACKGAN_V2_SOURCE,
+                       licence=STACKGAN_LICENCE + "; trained on ImageNet", optional=True,
+                       urls=("https://drive.google.com/open?id=1yPX62c-eCLCNxpziGX9qF_V6Verom3v9",),
+                       aliases=("models/cat_3stages_color/netG_200000.pth", "cat_3stages_color/netG_200000.pth")),
+            WeightFile("netG_364000.pth", "StackGAN-v2 generator (LSUN bedrooms, unconditional)", STACKGAN_V2_SOURCE,
+                       licence=STACKGAN_LICENCE + "; trained on LSUN", optional=True,
+                       urls=("https://drive.google.com/open?id=1Kqowg0ZLZbN1ek5N-YqEw9TlZeI3XV-K",),
+                       aliases=("models/bedroom_3stages_color/netG_364000.pth",
+                                "bedroom_3stages_color/netG_364000.pth")),
+            WeightFile("netG_270000.pth", "StackGAN-v2 generator (LSUN churches, unconditional)", STACKGAN_V2_SOURCE,
+                       licence=STACKGAN_LICENCE + "; trained on LSUN", optional=True,
+                       urls=("https://drive.google.com/open?id=13Pw4PZOkiAM5y_KoOwBzlXK9eQ2hHLfT",),
+                       aliases=("models/church_outdoor_3stages_color/netG_270000.pth",
+                                "church_outdoor_3stages_color/netG_270000.pth")),
+        ),
     ),
     "sgan": ModelSpec(
         name="sgan",
