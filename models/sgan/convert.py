@@ -14,7 +14,7 @@ avg_batch_mean, avg_batch_var``. What each file holds, told apart by its number 
 file                                        arrays   networks
 ==========================================  =======  ============================================
 ``{mnist,cifar}/pretrained/encoder.npz``    8        E (conv1, conv2, fc3, fc4)
-``gen1_params_epochN.npz`` (MNIST run)      13       G1 (concat(z1, y) -> 512 -> 512 -> 256)
+``gen1_params_epochN.npz`` (MNIST run)      12       G1 (concat(z1, y) -> 512 -> 512 -> 256)
 ``gen1_params_epochN.npz`` (CIFAR run)      22       G1 with the z1 and y embeddings
 ``gen0_params_epochN.npz``                  27 / 32  G0 (MNIST: one z0 embedding, CIFAR: two)
 ``cifar/pretrained/generator.npz``          54       G1 then G0 (``get_all_param_values`` of G0's
@@ -40,7 +40,7 @@ from models.errors import InvalidInput
 from models.sgan.networks import DeconvBN, DenseBN, Encoder, Generator0, Generator1
 from models.weights import WeightsInvalid
 
-G1_COUNTS = (13, 22)      # MNIST, CIFAR-10
+G1_COUNTS = (12, 22)      # MNIST, CIFAR-10
 G0_COUNTS = (27, 32)
 ENCODER_COUNT = 8
 NUM_CLASSES = 10          # MNIST and CIFAR-10; a G1 without label embedding needs it to split z1 from y

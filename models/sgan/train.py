@@ -268,44 +268,59 @@ class Trainer(BaseTrainer):
         h_in = gen_h1.detach() if joint else real_h1
         return z1, z0, gen_h1, h_in, self.g0(h_in, z0)
 
-    def gan_step(self, x, y, joint):
+    def disc_losses(self, x, y_onehot, real_h1, joint) -> dict:
+        """D1, D0 and the Q heads' terms on fresh fakes, and their weighted sum ``total`` (Eq. 3, 5)."""
         cfg = self.config
-        self.encoder.eval().requires_grad_(False)
-        self.g1.train(), self.g0.train()
-        y_onehot = F.one_hot(y, self.g1.num_classes).float()
-        with torch.no_grad():
-            real_h1 = self.encoder(x)                                        # deterministic=True
-        # 1. Discriminators and Q heads
         with torch.no_grad(), frozen_running_stats(self.g1), frozen_running_stats(self.g0):
             z1, z0, gen_h1, _, gen_x = self.generate(y_onehot, real_h1, joint)
         real1, _ = self.d1.logits(real_h1)
         fake1, q1 = self.d1.logits(gen_h1)
         real0, _ = self.d0.logits(x)
         fake0, q0 = self.d0.logits(gen_x)
-        d1_adv = 0.5 * bce(real1, 1.0) + 0.5 * bce(fake1, 0.0)
-        d0_adv = 0.5 * bce(real0, 1.0) + 0.5 * bce(fake0, 0.0)
-        d1_ent, d0_ent = F.mse_loss(q1, z1), F.mse_loss(q0, z0)
-        loss_d = cfg.adv_weight * (d1_adv + d0_adv) + cfg.ent_weight * (d1_ent + d0_ent)
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
-        # 2. Generators, fresh noise
+        out = {"d1_adv": 0.5 * bce(real1, 1.0) + 0.5 * bce(fake1, 0.0),
+               "d0_adv": 0.5 * bce(real0, 1.0) + 0.5 * bce(fake0, 0.0),
+               "d1_ent": F.mse_loss(q1, z1), "d0_ent": F.mse_loss(q0, z0)}
+        out["total"] = (cfg.adv_weight * (out["d1_adv"] + out["d0_adv"])
+                        + cfg.ent_weight * (out["d1_ent"] + out["d0_ent"]))
+        return out
+
+    def gen_losses(self, y, y_onehot, real_h1, joint) -> dict:
+        """G1's and G0's terms on fresh noise, and their weighted sum ``total`` (Eq. 2-5)."""
+        cfg = self.config
         z1, z0, gen_h1, h_in, gen_x = self.generate(y_onehot, real_h1, joint)
         fake1, q1 = self.d1.logits(gen_h1)
         fake0, q0 = self.d0.logits(gen_x)
-        g1_adv, g0_adv = bce(fake1, 1.0), bce(fake0, 1.0)
-        g1_cond = F.cross_entropy(self.encoder.classify_logits(gen_h1), y)         # Eq. 2 at the top
-        g0_cond = F.mse_loss(self.encoder(gen_x), h_in)                             # Eq. 2 at level 0
-        g1_ent, g0_ent = F.mse_loss(q1, z1), F.mse_loss(q0, z0)                     # Eq. 5
-        loss_g = (cfg.adv_weight * (g1_adv + g0_adv) + cfg.cond_weight * (g1_cond + g0_cond)
-                  + cfg.ent_weight * (g1_ent + g0_ent))
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+        out = {"g1_adv": bce(fake1, 1.0), "g0_adv": bce(fake0, 1.0),
+               "g1_cond": F.cross_entropy(self.encoder.classify_logits(gen_h1), y),     # at the top: E2's CE
+               "g0_cond": F.mse_loss(self.encoder(gen_x), h_in),                        # ||E1(x^) - h1||^2
+               "g1_ent": F.mse_loss(q1, z1), "g0_ent": F.mse_loss(q0, z0)}
+        out["total"] = (cfg.adv_weight * (out["g1_adv"] + out["g0_adv"])
+                        + cfg.cond_weight * (out["g1_cond"] + out["g0_cond"])
+                        + cfg.ent_weight * (out["g1_ent"] + out["g0_ent"]))
         self.last_outputs = {"gen_x": gen_x.detach()}
-        return {"d1_adv": d1_adv.item(), "d1_ent": d1_ent.item(), "d0_adv": d0_adv.item(), "d0_ent": d0_ent.item(),
-                "g1_adv": g1_adv.item(), "g1_cond": g1_cond.item(), "g1_ent": g1_ent.item(),
-                "g0_adv": g0_adv.item(), "g0_cond": g0_cond.item(), "g0_ent": g0_ent.item()}
+        return out
+
+    def gan_inputs(self, x, y):
+        """One-hot labels and the real ``h1 = E1(x)`` (E frozen, the reference's deterministic=True)."""
+        self.encoder.eval().requires_grad_(False)
+        self.g1.train(), self.g0.train()
+        with torch.no_grad():
+            real_h1 = self.encoder(x)
+        return F.one_hot(y, self.g1.num_classes).float(), real_h1
+
+    def gan_step(self, x, y, joint):
+        y_onehot, real_h1 = self.gan_inputs(x, y)
+        # 1. Discriminators and Q heads
+        d = self.disc_losses(x, y_onehot, real_h1, joint)
+        self.opt_d.zero_grad(set_to_none=True)
+        d["total"].backward()
+        self.opt_d.step()
+        # 2. Generators, fresh noise
+        g = self.gen_losses(y, y_onehot, real_h1, joint)
+        self.opt_g.zero_grad(set_to_none=True)
+        g["total"].backward()
+        self.opt_g.step()
+        return {k: v.item() for k, v in {**d, **g}.items() if k != "total"}
 
     # -- samples ---------------------------------------------------------------------------
     @torch.no_grad()
