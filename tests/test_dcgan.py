@@ -410,3 +410,23 @@ def test_demo_weights_sample_reproducibly():
     assert sum(p.stat().st_size for p in Path(folder).iterdir()) < 3 * 2 ** 20
     with pytest.raises(InvalidInput):
         pipe(n=1, condition=ImageCondition(label=1))
+
+
+def test_train_command_needs_images_and_writes_a_loadable_run(tmp_path):
+    import argparse
+
+    from models.common.images import write_demo_images
+    from models.dcgan import commands
+    from models.errors import TalkingFaceError
+
+    shared = dict(out=str(tmp_path / "run"), max_steps=1, time_budget=None, batch_size=8, lr=None, device="cpu",
+                  seed=0, restart=False, quiet=True, data=None)
+    own = {a.dest: a.default for a in commands.COMMANDS["train"].arguments}
+    with pytest.raises(TalkingFaceError, match="--images"):
+        commands.train(argparse.Namespace(**shared, **own))
+    images = write_demo_images(tmp_path / "digits", "digits", 16, count=16)
+    own.update(images=str(images), image_size=16, channels=1, ngf=4, ndf=4, objective="fgan", divergence="kl")
+    result = commands.train(argparse.Namespace(**shared, **own))
+    assert result["step"] == 1 and result["objective"] == "fgan" and result["images"] == 16
+    pipe = registry.load("dcgan", weights=result["out_dir"], device="cpu")
+    assert pipe.objective == "fgan" and pipe(n=2).images.shape == (2, 16, 16, 3)
