@@ -268,8 +268,7 @@ class TextConditionalGenerator(nn.Module):
         self.config = {"nz": nz, "ngf": ngf, "nc": nc, "image_size": image_size, "embedding_dim": embedding_dim,
                        "projected_dim": projected_dim}
         self.nz, self.embedding_dim = nz, embedding_dim
-        self.projection = nn.Sequential(nn.Linear(embedding_dim, projected_dim), nn.BatchNorm1d(projected_dim),
-                                        nn.LeakyReLU(0.2, inplace=True))
+        self.projection = nn.Sequential(nn.Linear(embedding_dim, projected_dim), nn.LeakyReLU(0.2, inplace=True))
         self.main = Generator(nz + projected_dim, ngf, nc, image_size).main
 
     def forward(self, z: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -298,8 +297,7 @@ class MatchingAwareDiscriminator(nn.Module):
         body = Discriminator(nc, ndf, image_size)
         width = body.feature_channels
         self.main = body.main[:-2]
-        self.projection = nn.Sequential(nn.Linear(embedding_dim, projected_dim), nn.BatchNorm1d(projected_dim),
-                                        nn.LeakyReLU(0.2, inplace=True))
+        self.projection = nn.Sequential(nn.Linear(embedding_dim, projected_dim), nn.LeakyReLU(0.2, inplace=True))
         self.joint = nn.Sequential(nn.Conv2d(width + projected_dim, width, 1, 1, 0, bias=False), nn.BatchNorm2d(width),
                                    nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(width, 1, 4, 1, 0, bias=False))
 
