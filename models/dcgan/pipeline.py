@@ -52,7 +52,8 @@ BATCH_NORM_OPTION = Option("batch_norm", str, "running", "running: the statistic
 @contextmanager
 def batch_statistics(network: torch.nn.Module, enabled: bool):
     """Batch norm on the batch's own statistics inside the block, the stored ones left as they are."""
-    layers = [m for m in network.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))] if enabled else []
+    kinds = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
+    layers = [m for m in network.modules() if isinstance(m, kinds)] if enabled else []
     for layer in layers:
         layer.train()
         layer.track_running_stats = False       # normalise by the batch, update nothing
