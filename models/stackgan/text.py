@@ -103,13 +103,16 @@ def matching_loss(image_features, text_features, caption_ids) -> torch.Tensor:
 
     Returns:
         mean over i of [max_j (1[y_j != y_i] + F(v_i, t_j)) - F(v_i, t_i)]
-        + [max_j (1[y_j != y_i] + F(v_j, t_i)) - F(v_i, t_i)], each term >= 0.
+        + [max_j (1[y_j != y_i] + F(v_j, t_i)) - F(v_i, t_i)], j = i or y_j != y_i; each term >= 0.
     """
     scores = image_features @ text_features.t()                    # (n, n): F(v_i, t_j)
-    different = (caption_ids[:, None] != caption_ids[None, :]).float()
+    different = caption_ids[:, None] != caption_ids[None, :]
+    # a pair of equal captions (off the diagonal) is neither right nor wrong: left out
+    same_elsewhere = ~different & ~torch.eye(len(scores), dtype=torch.bool, device=scores.device)
+    augmented = (scores + different.float()).masked_fill(same_elsewhere, float("-inf"))
     matched = scores.diagonal()
-    image_side = (different + scores).max(1).values - matched      # the image's best wrong caption
-    text_side = (different + scores).max(0).values - matched       # the caption's best wrong image
+    image_side = augmented.max(1).values - matched                 # the image's best wrong caption
+    text_side = augmented.max(0).values - matched                  # the caption's best wrong image
     return (image_side + text_side).mean()
 
 
