@@ -430,3 +430,18 @@ def test_train_command_needs_images_and_writes_a_loadable_run(tmp_path):
     assert result["step"] == 1 and result["objective"] == "fgan" and result["images"] == 16
     pipe = registry.load("dcgan", weights=result["out_dir"], device="cpu")
     assert pipe.objective == "fgan" and pipe(n=2).images.shape == (2, 16, 16, 3)
+
+
+@pytest.mark.slow
+def test_build_demo_writes_a_small_scored_folder(tmp_path):
+    from models.dcgan import demo
+
+    report = demo.build_demo(tmp_path / "demo", work_dir=tmp_path / "work", steps=2, progress=False)
+    assert report["steps"] == 2 and report["config"] == demo.DEMO_CONFIG
+    assert set(report["samples"]) == {"mean_top_probability", "classes_found", "class_counts"}
+    assert report["real_digits"]["mean_top_probability"] > 0.9      # the classifier does read real digits
+    assert {"config.json", "generator.safetensors", "SHA256SUMS", "REPORT.json", "example.png"} <= {
+        p.name for p in (tmp_path / "demo").iterdir()}
+    assert report["files_bytes"] < 3 * 2 ** 20
+    pipe = registry.load("dcgan", weights=tmp_path / "demo", device="cpu")
+    assert pipe.generator.config["image_size"] == 32 and pipe.info["objective"] == "gan"

@@ -13,13 +13,14 @@ upscaled to 32x32 and grey (``nc`` 1):
 3. The generator is exported with ``save_project`` into ``weights/demo/dcgan`` (the
    discriminator is not needed to draw and is left out).
 4. ``digit_scores`` rates 256 samples with a logistic-regression classifier fitted on the
-   real digits at 8x8: the mean top-class probability (how digit-like the samples look to
+   real digits at 8x8 (``digit_classifier``): the mean top-class probability (how digit-like the samples look to
    it) and how many of the ten classes the samples fall into, beside the same numbers for
    real digits; ``REPORT.json`` and ``example.png`` (64 samples of seed 0).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import time
@@ -36,16 +37,25 @@ DEMO_CONFIG = {"image_size": 32, "nc": 1, "nz": 100, "ngf": 32, "ndf": 32, "batc
 DEMO_STEPS = 600
 
 
-def digit_scores(images: np.ndarray) -> dict:
-    """How digit-like uint8 (n, 32, 32, 3) images are to a classifier of the real 8x8 digits."""
+@functools.lru_cache(maxsize=1)
+def digit_classifier():
+    """A logistic regression fitted on scikit-learn's 8x8 digits.
+
+    Pixels are scaled from 0-16 to [0, 1] and C to 256: the same fit as C = 1 on the raw
+    values, reached in fewer iterations.
+    """
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
 
     digits = load_digits()
-    classifier = LogisticRegression(max_iter=2000).fit(digits.data, digits.target)
+    return LogisticRegression(C=256.0, max_iter=1000).fit(digits.data / 16, digits.target)
+
+
+def digit_scores(images: np.ndarray) -> dict:
+    """How digit-like uint8 (n, 32, 32, 3) images are to ``digit_classifier``."""
     grey = images[..., 0].astype(np.float64)
-    small = grey.reshape(len(grey), 8, grey.shape[1] // 8, 8, grey.shape[2] // 8).mean((2, 4)) * 16 / 255
-    probabilities = classifier.predict_proba(small.reshape(len(small), 64))
+    small = grey.reshape(len(grey), 8, grey.shape[1] // 8, 8, grey.shape[2] // 8).mean((2, 4)) / 255
+    probabilities = digit_classifier().predict_proba(small.reshape(len(small), 64))
     classes = np.bincount(probabilities.argmax(1), minlength=10)
     return {"mean_top_probability": round(float(probabilities.max(1).mean()), 4),
             "classes_found": int((classes > 0).sum()), "class_counts": classes.tolist()}
