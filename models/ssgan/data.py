@@ -46,13 +46,18 @@ def read_normals(normals_dir, size: int) -> torch.Tensor:
 def _read(folder, files, size):
     from PIL import Image
 
-    from models.common.images import _square, from_uint8
+    from models.common.images import from_uint8
 
     arrays = []
     for path in files:
         try:
             with Image.open(path) as image:
-                arrays.append(np.asarray(_square(image.convert("RGB"), size)))
+                image = image.convert("RGB")
+                side = min(image.size)
+                left, top = (image.width - side) // 2, (image.height - side) // 2
+                # centre square, then bilinear to size (normal maps are not sharpened by bicubic overshoot)
+                square = image.crop((left, top, left + side, top + side))
+                arrays.append(np.asarray(square.resize((size, size), Image.BILINEAR) if side != size else square))
         except (OSError, ValueError) as exc:
             raise InvalidInput(f"cannot read {path}: {exc}") from exc
     return from_uint8(np.stack(arrays))
