@@ -337,3 +337,22 @@ def test_missing_authors_files_are_named(tmp_path):
     (tmp_path / "FCN.net").write_bytes(b"")
     with pytest.raises(WeightsMissing, match="joint_SSGAN.net"):
         SSGANPipeline.from_pretrained(tmp_path)
+
+
+def test_graph_with_nngraph_input_and_output_nodes_converts_the_same(tmp_path):
+    """nngraph's dummy input node feeds both inputs, its output node follows the last module."""
+    rng = np.random.default_rng(6)
+    graph = lua.lua_style_g(rng, 5, 2, 16)
+    nodes = graph.fields["forwardnodes"]
+    inputs = [n for n in nodes if n.fields["data"]["module"].classname == "nn.Identity"]
+    innode = lua.T7Object("nngraph.Node", {"data": {"mapindex": []}, "children": list(inputs)})
+    outnode = lua.T7Object("nngraph.Node", {"data": {"mapindex": [nodes[-1].fields["data"]]}, "children": []})
+    nodes[-1].fields["children"].append(outnode)
+    with_dummies = lua.T7Object("nn.gModule", {**graph.fields, "forwardnodes": [innode, *nodes, outnode]})
+    lua.write_t7(tmp_path / "style.net", {"G": with_dummies, "G_plain": graph})
+    table = convert.read_torch_file(tmp_path / "style.net")
+    assert convert.entries(table) == {"style": table["G"]}
+    ours = nets.StyleGenerator(**convert.infer_config("style", table["G"]))
+    state = convert.convert_network(table["G"], ours)
+    plain = convert.convert_network(table["G_plain"], nets.StyleGenerator(**ours.config))
+    assert state.keys() == plain.keys() and all(torch.equal(state[k], plain[k]) for k in state)
