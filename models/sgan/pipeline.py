@@ -19,7 +19,7 @@ The batch norms use their running averages, as the reference's ``cifar/sampling.
 noise is drawn from torch's global generator on the CPU, then moved to the device, so a
 seed gives the same images on any device.
 
-``levels=True`` shows what each level of the stack decides: ``level 1 (h1)`` is ``h1``
+``levels=True`` shows what each level of the stack decides: ``h1_z0_mean`` is ``h1``
 rendered by G0 with its own noise held at its mean (``z0 = 0.5``), i.e. the digit (class and
 style) that G1 chose; the final images add what the sampled ``z0`` varies at the bottom
 level (stroke thickness, small shifts).
@@ -41,7 +41,7 @@ from models.types import ImageCondition, Images
 
 GENERATORS = {"g1": Generator1, "g0": Generator0}
 CHUNK = 64                  # images a forward pass
-LEVEL_NAME = "level 1 (h1 = G1(z1, y), drawn with z0 at its mean)"
+LEVEL_NAME = "h1_z0_mean"          # level 1: G1(z1, y) drawn by G0 with z0 held at its mean
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

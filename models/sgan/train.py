@@ -194,7 +194,9 @@ class Trainer(BaseTrainer):
             from models.sgan.convert import convert_encoder, read_npz
 
             loaded = convert_encoder(read_npz(config.encoder_file), Path(config.encoder_file).name)
-            self.encoder.load_state_dict(loaded.state_dict(), strict=True)
+            from models.weights import load_weights
+
+            load_weights(self.encoder, loaded.state_dict(), Path(config.encoder_file).name)   # sizes must match
             self.encoder_steps = 0
         self.opt_e = torch.optim.Adam(self.encoder.parameters(), lr=config.encoder_lr)
         self.opt_g = torch.optim.Adam([*self.g1.parameters(), *self.g0.parameters()], lr=config.lr, betas=(0.5, 0.999))
