@@ -213,9 +213,10 @@ class InfoDiscriminator(nn.Module):
     """The DCGAN discriminator D and InfoGAN's Q network on its shared convolutions.
 
     ``main`` is exactly ``Discriminator``'s (D(x) as the reference computes it); ``q`` reads
-    the last 4x4 map through one hidden layer (Sec. 5 of the paper: "Q ... shares all
-    convolutional layers with D and there is one final fully connected layer to output
-    parameters for the conditional distribution Q(c|x)").
+    the last 4x4 map (Sec. 4: Q "shares all convolutional layers with D and there is one
+    final fully connected layer to output parameters for the conditional distribution
+    Q(c|x)"), through the hidden layer of the paper's appendix networks (FC 128, batch norm,
+    leaky ReLU) before that output layer.
 
     Args:
         nc, ndf, image_size: as ``Discriminator``.
