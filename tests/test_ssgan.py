@@ -206,6 +206,7 @@ def rooms(tmp_path_factory):
 
 
 def _trainer(stage, rooms, tmp_path, **extra):
+    torch.manual_seed(0)
     images, normals = rooms
     config = training.TrainConfig(normals_dir=str(normals), out_dir=str(tmp_path / stage), stage=stage,
                                   images_dir=str(images), batch_size=8, base_channels=4, structure_size=16,

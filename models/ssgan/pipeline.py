@@ -84,7 +84,10 @@ class SSGANPipeline(ImageGenerationPipeline):
             raise weights_lib.WeightsMissing("no S^2-GAN weights were given")
         self.device = pick_device(device)
         self._variants = dict(variants)
-        self.info = {"model": self.name, "device": str(self.device), **(info or {})}
+        first = next(iter(self._variants.values()))
+        self.info = {"model": self.name, "device": str(self.device),
+                     "weights": first.weights if isinstance(first, Variant) else "the authors' Torch7 files",
+                     **(info or {})}
 
     # -- weights --------------------------------------------------------------------------
     @classmethod
