@@ -510,3 +510,25 @@ def test_demo_weights_sample_reproducibly(demo_pipe):
 def test_bad_conditions_are_refused(demo_pipe, condition, n):
     with pytest.raises(InvalidInput):
         demo_pipe(n=n, condition=condition)
+
+
+def test_sampling_is_top_down_with_the_documented_draws(demo_pipe):
+    """y, z1 ~ U[0,1), z0 ~ U[0,1) from the global generator; the level is G0(G1(z1, y), 1/2)."""
+    from models.sgan.pipeline import to_uint8
+
+    torch.manual_seed(5)
+    out = demo_pipe(n=3, condition=ImageCondition(label=6), levels=True)
+    torch.manual_seed(5)
+    labels, z1, z0 = demo_pipe.sample_inputs(3, 6)
+    with torch.no_grad():
+        h1 = demo_pipe.g1(z1, torch.nn.functional.one_hot(labels, 10).float())
+        assert np.array_equal(out.images, to_uint8(demo_pipe.g0(h1, z0)))
+        assert np.array_equal(out.levels[0][1], to_uint8(demo_pipe.g0(h1, torch.full_like(z0, 0.5))))
+    assert out.levels[0][0] == "h1_z0_mean"
+
+
+def test_commands_declare_the_images_flag():
+    from models.sgan.commands import COMMANDS
+
+    assert {"train", "build-demo", "convert", "bench"} <= set(COMMANDS)
+    assert "--images" in [a.name for a in COMMANDS["train"].arguments]
