@@ -53,19 +53,19 @@ def bench(args) -> dict:
 
 COMMANDS = {
     "train": Command(train, (
-        argument("--images", help="lapgan: folder of training images; one sub-folder per class (named by "
+        argument("--images", help="folder of training images; one sub-folder per class (named by "
                                   "the class) trains the class-conditional model"),
         argument("--normalize", choices=["pixel", "global"],
-                 help="lapgan: per-pixel mean/std of the training set (eyescream, default) or one mean/std"),
-        argument("--hidden-g", type=int, help="lapgan: planes of the convolutional generators (64 = eyescream)"),
-        argument("--hidden-d", type=int, help="lapgan: planes of the convolutional discriminators (64)"),
-        argument("--coarse-hidden-g", type=int, help="lapgan: units of the 8x8 generator's layers (1200 = paper)"),
-        argument("--coarse-hidden-d", type=int, help="lapgan: units of the 8x8 discriminator's layers (600)"),
-        argument("--unconditional", action="store_true", help="lapgan: ignore class sub-folders"),
-        argument("--limit", type=int, help="lapgan: read at most this many images"),
+                 help="per-pixel mean/std of the training set (eyescream, default) or one mean/std"),
+        argument("--hidden-g", type=int, help="planes of the convolutional generators (64 = eyescream)"),
+        argument("--hidden-d", type=int, help="planes of the convolutional discriminators (64)"),
+        argument("--coarse-hidden-g", type=int, help="units of the 8x8 generator's layers (1200 = paper)"),
+        argument("--coarse-hidden-d", type=int, help="units of the 8x8 discriminator's layers (600)"),
+        argument("--unconditional", action="store_true", help="ignore class sub-folders"),
+        argument("--limit", type=int, help="read at most this many images"),
     ), help="all pyramid levels (8 -> 16 -> 32) side by side; eyescream's SGD, lr 0.02, batch 128"),
     "build-demo": Command(build_demo, (
-        argument("--steps", type=int, default=None, help="lapgan: training steps (default: the demo's fixed count)"),
+        argument("--steps", type=int, default=None, help="training steps (default: the demo's fixed count)"),
     ), help="class-conditional 8 -> 16 -> 32 LAPGAN on scikit-learn's digits (labels from load_digits)"),
     "bench": Command(bench, (), help="sampling at 32x32 (CIFAR-10 sizes), batches 1 and 64; each level alone"),
 }
