@@ -420,6 +420,9 @@ def main(argv):
     fcn_input = rng.uniform(-1, 1, (2, 3, t["fcn_size"], t["fcn_size"]))
     structure_normals = rng.normal(0, 1, (2, 3, t["structure_size"], t["structure_size"]))
     structure_normals /= np.linalg.norm(structure_normals, axis=1, keepdims=True)
+    # the inputs as stored (float32), so that the outputs are those of the stored inputs
+    z, z2, normals, image, fcn_input, structure_normals = (
+        x.astype(np.float32).astype(np.float64) for x in (z, z2, normals, image, fcn_input, structure_normals))
     np.savez_compressed(
         HERE / "ssgan_reference.npz",
         z=z.astype(np.float32), z2=z2.astype(np.float32), normals=normals.astype(np.float32),
