@@ -99,12 +99,15 @@ def test_configs_inferred_from_the_file(converted):
     assert converted["fcn"].config == {"num_classes": t["fcn_classes"], "channels": list(t["fcn_channels"])}
 
 
-def test_full_convolution_weight_layout_in_a_sequential(tmp_path):
-    """A plain nn.Sequential: SpatialFullConvolution's (in, out, kh, kw) weights, stride 2, padding 1."""
+@pytest.mark.parametrize("cuda", [False, True])
+def test_full_convolution_weight_layout_in_a_sequential(tmp_path, cuda):
+    """A plain nn.Sequential: SpatialFullConvolution's (in, out, kh, kw) weights, stride 2, padding 1
+    (Float or Cuda tensors: the authors saved their models from the GPU)."""
     rng = np.random.default_rng(3)
     full = lua.full_conv(rng, 3, 5, 4, 2, 1)
     bn = lua.batch_norm(rng, 5)
-    lua.write_t7(tmp_path / "seq.t7", {"G": lua.T7Object("nn.Sequential", {"modules": [full, bn]})})
+    lua.write_t7(tmp_path / "seq.t7", {"G": lua.T7Object("nn.Sequential", {"modules": [full, bn]})}, cuda=cuda)
+    assert (b"torch.CudaTensor" in (tmp_path / "seq.t7").read_bytes()) == cuda
     table = convert.read_torch_file(tmp_path / "seq.t7")
     ours = torch.nn.Sequential(torch.nn.ConvTranspose2d(3, 5, 4, 2, 1), torch.nn.BatchNorm2d(5)).eval()
     ours.load_state_dict(convert.convert_network(table["G"], ours), strict=True)

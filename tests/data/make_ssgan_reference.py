@@ -55,9 +55,10 @@ class T7Writer:
 
     NIL, NUMBER, STRING, TABLE, TORCH, BOOLEAN = 0, 1, 2, 3, 4, 5
 
-    def __init__(self, f):
+    def __init__(self, f, cuda=False):
         self.f = f
         self.index = {}
+        self.prefix = "torch.Cuda" if cuda else "torch.Float"   # a model saved from the GPU: CudaTensor
 
     def int(self, v):
         self.f.write(struct.pack("<i", v))
@@ -108,7 +109,7 @@ class T7Writer:
     def tensor(self, array):
         array = np.ascontiguousarray(array, dtype=np.float32)
         self.string("V 1")
-        self.string("torch.FloatTensor")
+        self.string(self.prefix + "Tensor" if self.prefix == "torch.Float" else "torch.CudaTensor")
         self.int(array.ndim)
         for s in array.shape:
             self.long(s)
@@ -119,15 +120,16 @@ class T7Writer:
         self.int(len(self.index) + 1)
         self.index[("storage", len(self.index))] = (len(self.index) + 1, array)
         self.string("V 1")
-        self.string("torch.FloatStorage")
+        self.string(self.prefix + "Storage")
         self.long(array.size)
         self.f.write(array.tobytes())
 
 
-def write_t7(path, value):
-    """Write ``value`` (dicts, lists, numbers, strings, arrays, ``T7Object``) as a Torch7 file."""
+def write_t7(path, value, cuda=False):
+    """Write ``value`` (dicts, lists, numbers, strings, arrays, ``T7Object``) as a Torch7 file
+    (tensors as ``torch.CudaTensor`` with ``cuda``, as a model saved from the GPU)."""
     with open(path, "wb") as f:
-        T7Writer(f).obj(value)
+        T7Writer(f, cuda).obj(value)
 
 
 # ---------------------------------------------------------------------------------------
