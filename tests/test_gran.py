@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models import registry
-from models.errors import InvalidInput
+from models.errors import InvalidInput, WeightsMissing
 from models.gran import convert
 from models.gran.networks import CONFIGS, GRANDiscriminator, GRANGenerator, sequential_drawing
 from models.gran.pipeline import GRANPipeline
@@ -166,6 +166,14 @@ def test_mnist_style_generator_and_discriminator_match_numpy():
 
 
 def test_published_sizes_match_the_reference_shapes():
+    torch.set_default_device("meta")          # shapes only: no memory, no initialisation time
+    try:
+        check_published_shapes()
+    finally:
+        torch.set_default_device("cpu")
+
+
+def check_published_shapes():
     cifar = GRANGenerator(**CONFIGS["cifar10"]["generator"])
     shapes = {k: tuple(v.shape) for k, v in cifar.state_dict().items()}
     assert shapes["L0a.W"] == (100, 100) and shapes["L1.W"] == (200, 1024 * 16) and shapes["L0b.W"] == (16384, 100)
@@ -335,6 +343,8 @@ def test_converter_refuses_other_classes(tmp_path):
 
 
 def test_missing_authors_pickle_names_the_files(tmp_path):
+    with pytest.raises(WeightsMissing, match="not found"):
+        convert.convert_pickle(tmp_path / "absent.save", tmp_path / "out")
     with pytest.raises(Exception, match="gran_param_cifar10_ts5_2.save"):
         GRANPipeline.from_pretrained(tmp_path)
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from models.common.pipeline import save_project
+from models.errors import WeightsMissing
 from models.gran.networks import GRANDiscriminator, GRANGenerator
 from models.weights import WeightsInvalid
 
@@ -115,7 +116,18 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def load_pickle(path_or_bytes):
     """The pickled model as stubs (see the module docstring); WeightsInvalid when it cannot be read."""
-    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    if isinstance(path_or_bytes, bytes):
+        data = path_or_bytes
+    else:
+        path = Path(path_or_bytes)
+        if path.is_dir():
+            found = sorted(path.glob("*.save"))
+            if not found:
+                raise WeightsMissing(f"{path} holds no GRAN model pickle (*.save)")
+            path = found[0]
+        if not path.is_file():
+            raise WeightsMissing(f"{path} not found: the authors' GRAN model pickle (*.save) is needed")
+        data = path.read_bytes()
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
