@@ -198,38 +198,6 @@ REGISTRY = {
     # Image generators (task image-generation), in the order dcgan, lapgan, stackgan, sgan,
     # gran, lrgan, ssgan. Each folder's pipeline module documents its system; the networks
     # keep the reference code's names and forward signatures.
-    "gran": ModelSpec(
-        name="gran",
-        task="image-generation",
-        paper="Im, Kim, Jiang and Memisevic, Generating Images with Recurrent Adversarial Networks, 2016",
-        pipeline="models.gran.pipeline:GRANPipeline",
-        demo=DEMO_WEIGHTS / "gran",
-        commands="models.gran.commands",
-        # The authors' Theano code pickles its whole model object (Python 2 cPickle of a
-        # gran.GRAN holding Theano shared variables); models.gran.convert reads such a pickle
-        # without Theano, with stubs for their classes and nothing else allowed. Networks
-        # (models.gran.networks, layer names those of the reference's attributes):
-        #   generator      GRANGenerator (RecGenI28/32/64/128): L0a (noise, BN-linear + tanh),
-        #                  L1 (BN-linear + ReLU to the first map), L2.. deconvolutions, the
-        #                  encoder's convolutions (L5-L7 at 32x32) and L0b (BN-linear + tanh);
-        #                  defaults: CIFAR-10's 32x32, widths 1024/512/256, z 100, T = 5
-        #   discriminator  GRANDiscriminator (convnet28/32/64/128): BN convolutions L1.., W
-        #                  + hbias (tanh, 100 units), W_y (sigmoid)
-        # networks.CONFIGS holds the mnist, cifar10, lsun (64x64) and lsun128 sizes.
-        networks={
-            "generator": NetworkSpec("models.gran.networks:GRANGenerator"),
-            "discriminator": NetworkSpec("models.gran.networks:GRANDiscriminator"),
-        },
-        files=(
-            WeightFile("gran_param_cifar10_ts5_2.save", "GRAN model pickle (CIFAR-10, T = 5), the name the "
-                       "authors' inquire_recganI.py and main_granI_cifar10.py give it", GRAN_SOURCE,
-                       licence=GRAN_LICENCE, optional=True, urls=GRAN_DROPBOX,
-                       aliases=("params/gran_param_cifar10_ts5_2.save",)),
-            WeightFile("gran_lsun.save", "GRAN model pickle (LSUN churches 64x64) under a name of the user's: the "
-                       "authors' main_granI_lsun.py asks for its path; any *.save in the folder is taken", GRAN_SOURCE,
-                       licence=GRAN_LICENCE, optional=True, urls=GRAN_DROPBOX),
-        ),
-    ),
     "lrgan": ModelSpec(
         name="lrgan",
         task="image-generation",
@@ -380,6 +348,38 @@ REGISTRY = {
                        licence="MIT (the repository's mnist/LICENSE); trained on CIFAR-10", optional=True,
                        urls=("https://github.com/xunhuang1995/SGAN/raw/master/cifar/pretrained/encoder.npz",),
                        aliases=("cifar/pretrained/encoder.npz", "pretrained/encoder.npz")),
+        ),
+    ),
+    "gran": ModelSpec(
+        name="gran",
+        task="image-generation",
+        paper="Im, Kim, Jiang and Memisevic, Generating Images with Recurrent Adversarial Networks, 2016",
+        pipeline="models.gran.pipeline:GRANPipeline",
+        demo=DEMO_WEIGHTS / "gran",
+        commands="models.gran.commands",
+        # The authors' Theano code pickles its whole model object (Python 2 cPickle of a
+        # gran.GRAN holding Theano shared variables); models.gran.convert reads such a pickle
+        # without Theano, with stubs for their classes and nothing else allowed. Networks
+        # (models.gran.networks, layer names those of the reference's attributes):
+        #   generator      GRANGenerator (RecGenI28/32/64/128): L0a (noise, BN-linear + tanh),
+        #                  L1 (BN-linear + ReLU to the first map), L2.. deconvolutions, the
+        #                  encoder's convolutions (L5-L7 at 32x32) and L0b (BN-linear + tanh);
+        #                  defaults: CIFAR-10's 32x32, widths 1024/512/256, z 100, T = 5
+        #   discriminator  GRANDiscriminator (convnet28/32/64/128): BN convolutions L1.., W
+        #                  + hbias (tanh, 100 units), W_y (sigmoid)
+        # networks.CONFIGS holds the mnist, cifar10, lsun (64x64) and lsun128 sizes.
+        networks={
+            "generator": NetworkSpec("models.gran.networks:GRANGenerator"),
+            "discriminator": NetworkSpec("models.gran.networks:GRANDiscriminator"),
+        },
+        files=(
+            WeightFile("gran_param_cifar10_ts5_2.save", "GRAN model pickle (CIFAR-10, T = 5), the name the "
+                       "authors' inquire_recganI.py and main_granI_cifar10.py give it", GRAN_SOURCE,
+                       licence=GRAN_LICENCE, optional=True, urls=GRAN_DROPBOX,
+                       aliases=("params/gran_param_cifar10_ts5_2.save",)),
+            WeightFile("gran_lsun.save", "GRAN model pickle (LSUN churches 64x64) under a name of the user's: the "
+                       "authors' main_granI_lsun.py asks for its path; any *.save in the folder is taken", GRAN_SOURCE,
+                       licence=GRAN_LICENCE, optional=True, urls=GRAN_DROPBOX),
         ),
     ),
     "ssgan": ModelSpec(
