@@ -1,13 +1,14 @@
 """SGAN's demo weights: ``talkingface weights build-demo --model sgan``.
 
 MNIST cannot be fetched at run time, so the demo learns scikit-learn's bundled handwritten
-digits (1,797 images of 8 x 8, with their labels), upscaled to MNIST's 28 x 28:
+digits (1,797 images of 8 x 8, with their labels), framed as MNIST (20 x 20 in 28 x 28):
 
 1. ``write_labelled_digits``: ``work/digits/<label>/*.png``, what ``talkingface train sgan
    --images`` reads (labels from the sub-folder names).
 2. ``train.Trainer`` with ``DEMO_CONFIG`` (the MNIST networks at reduced widths, so that the
    folder stays under 3 MB and the build under ~4 CPU minutes) for a fixed number of steps
-   (``DEMO_STEPS``: E, then the generators jointly), so the build is reproducible.
+   (``DEMO_STEPS``: E, then the generators independently, then jointly), so the build is
+   reproducible.
 3. ``save_project`` of G1 and G0 in float16 into ``weights/demo/sgan``.
 4. ``REPORT.json``: E's accuracy on the digits, and how often E classifies an image sampled
    for label k (100 a class) as k, for the trained G and for untrained G (chance level);
@@ -27,7 +28,7 @@ import torch
 from models.common.pipeline import save_project
 from models.sgan import train as training
 
-DEMO_STEPS = {"encoder_steps": 300, "independent_steps": 0, "max_steps": 1200}
+DEMO_STEPS = {"encoder_steps": 300, "independent_steps": 300, "max_steps": 1200}
 DEMO_CONFIG = {
     "encoder": dict(in_channels=1, image_size=28, channels=(16, 32), feature_dim=256, num_classes=10),
     "g1": dict(z_dim=50, num_classes=10, feature_dim=256, hidden=256, z_embed=0, y_embed=0),
@@ -40,13 +41,17 @@ DEMO_BATCH = 64
 DEMO_LR = 2e-4      # twice the reference's 1e-4: a few hundred generator steps instead of 100,000
 
 
-def labelled_digits(size=28):
-    """scikit-learn's digits upscaled to ``size``: (uint8 (N, size, size), labels (N,))."""
+def labelled_digits(size=28, digit=20):
+    """scikit-learn's digits framed as MNIST frames its own: each upscaled to ``digit`` x ``digit``
+    and centred in ``size`` x ``size`` black. Returns (uint8 (N, size, size), labels (N,))."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    images = [np.asarray(Image.fromarray((d * 255 / 16).astype(np.uint8)).resize((size, size), Image.BICUBIC))
+    margin = (size - digit) // 2
+    images = [np.pad(np.asarray(Image.fromarray((d * 255 / 16).astype(np.uint8)).resize((digit, digit),
+                                                                                      Image.BICUBIC)),
+                     ((margin, size - digit - margin), (margin, size - digit - margin)))
               for d in digits.images]
     return np.stack(images), digits.target.astype(np.int64)
 
