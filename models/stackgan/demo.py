@@ -1,6 +1,6 @@
 """StackGAN's demo weights: a small text-conditional StackGAN++ on captioned rendered shapes.
 
-    talkingface weights build-demo --model stackgan [--steps 400]
+    talkingface weights build-demo --model stackgan [--steps 800]
 
 1. ``captioned_shapes``: N images of a coloured disc or square on a plain background,
    each with its caption ("a red disc on a dark blue background": 8 shape colours,
@@ -8,7 +8,8 @@
 2. ``train.Trainer``: the project's text encoder (``text.py``, Reed et al.'s matching
    objective) on those captions, then a 2-branch StackGAN++ tree (64 and 128 pixels,
    gf_dim 8) with the authors' losses, for a fixed number of steps (reproducible).
-3. The averaged generator and the text encoder are exported (float16 storage) with
+3. The generator (the live one: the authors' 0.999 average is, after a few hundred
+   steps, still mostly the initialisation) and the text encoder are exported (float16) with
    ``save_project`` into ``weights/demo/stackgan``, scored and drawn:
    ``REPORT.json`` (how often the drawn shape's and background's colours are the
    caption's, against chance) and ``examples.png``.
@@ -37,7 +38,9 @@ SIZE = 128
 # The demo network: 2 branches (64, 128), reduced widths.
 DEMO_CONFIG = {"branch_num": 2, "z_dim": 32, "embedding_dim": 16, "gf_dim": 8, "df_dim": 8, "r_num": 1,
                "text_dim": 32, "batch_size": 16, "encoder_steps": 300, "encoder_batch": 64}
-DEMO_STEPS = 400
+DEMO_STEPS = 800
+EXAMPLE_CAPTIONS = ("a red disc on a dark blue background", "a yellow square on a black background",
+                    "a white disc on a dark green background", "a cyan square on a dark red background")
 DEMO_IMAGES = 1600
 
 
@@ -124,8 +127,11 @@ def _condition(text):
     return ImageCondition(text=text)
 
 
-def export(run_dir, out_dir, name="StackGAN++ demo (captioned shapes)", extra=None) -> Path:
-    """A training run -> a project weights folder: the averaged generator and the text encoder, float16."""
+def export(run_dir, out_dir, name="StackGAN++ demo (captioned shapes)", averaged=True, extra=None) -> Path:
+    """A training run -> a project weights folder: the generator and the text encoder, float16.
+
+    ``averaged``: the moving average of G (what the authors save), else the live G.
+    """
     from models.common.pipeline import save_project
     from models.common.train import read_run_config
     from models.stackgan.networks import GNet
@@ -134,46 +140,60 @@ def export(run_dir, out_dir, name="StackGAN++ demo (captioned shapes)", extra=No
 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir, "stackgan")
-    networks = {"generator": load_weights(GNet(**config["generator"]), run_dir / "generator.safetensors")}
+    file = "generator.safetensors" if averaged else "generator_train.safetensors"
+    networks = {"generator": load_weights(GNet(**config["generator"]), run_dir / file)}
     if "text_encoder" in config:
         networks["text_encoder"] = load_weights(CharCNNRNN(**config["text_encoder"]),
                                                 run_dir / "text_encoder.safetensors")
     for network in networks.values():
         network.half()              # float16 storage; loading copies it back into float32
     return save_project(out_dir, "stackgan", networks, name=name,
-                        extra={"kind": "v2", "variant": "demo", "step": config["step"],
+                        extra={"kind": "v2", "variant": "demo", "step": config["step"], "averaged": averaged,
                                "captions": config.get("captions", []), **(extra or {})})
 
 
-def build_demo(out_dir, work_dir=None, seed=0, steps=DEMO_STEPS, images=DEMO_IMAGES, progress=False) -> dict:
-    """Steps 1-3 of the module docstring; returns the report (also ``REPORT.json``)."""
+def package_demo(run_dir, out_dir, seed=0, images=DEMO_IMAGES) -> dict:
+    """Step 3: export the run's live generator (a 0.999 average over a few hundred steps is
+    still mostly its initialisation) and text encoder, score them, draw ``examples.png``."""
+    from PIL import Image
+
     from models.common.images import image_grid
+    from models.common.train import read_run_config
     from models.stackgan.pipeline import StackGANPipeline
+
+    run = read_run_config(run_dir, "stackgan")
+    last = run["loss_history"][-1] if run.get("loss_history") else {}
+    out = export(run_dir, out_dir, averaged=False, extra={"training": {
+        "images": images, "steps": run["step"], "seconds": run["elapsed_seconds"], "config": DEMO_CONFIG,
+        "losses": {k: round(v, 4) for k, v in last.items() if k != "step"}}})
+    pipe = StackGANPipeline.from_project(out, device="cpu")
+    report = {"name": "StackGAN++ demo (captioned shapes)", "steps": run["step"],
+              "train_seconds": run["elapsed_seconds"], "scores": colour_scores(pipe, seed=seed + 1)}
+    torch.manual_seed(seed)
+    rows = []
+    for text in EXAMPLE_CAPTIONS:
+        rows.append(pipe.generate(4, _condition(text)).images)
+    Image.fromarray(image_grid(np.concatenate(rows), columns=4)).save(Path(out) / "examples.png")
+    return report
+
+
+def build_demo(out_dir, work_dir=None, seed=0, steps=DEMO_STEPS, images=DEMO_IMAGES, progress=False,
+               threads=2) -> dict:
+    """Steps 1-3 of the module docstring; returns the report (also ``REPORT.json``).
+
+    ``threads``: torch's CPU threads (on a machine shared with other jobs, 1 wastes less).
+    """
     from models.stackgan.train import train
 
     start = time.monotonic()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(work_dir or tmp)
         data = write_captioned_shapes(work / "data", images, seed=seed)
-        summary = train(data / "images", work / "run", captions=str(data / "captions.txt"), max_steps=steps,
-                        seed=seed, resume=False, progress=progress, sample_every=0, checkpoint_every=steps,
-                        log_every=50, device="cpu", **DEMO_CONFIG)
-        out = export(work / "run", out_dir, extra={"training": {
-            "images": images, "steps": summary["step"], "seconds": round(summary["seconds"], 1),
-            "config": DEMO_CONFIG, "losses": summary["losses"]}})
-    pipe = StackGANPipeline.from_project(out, device="cpu")
-    report = {"name": "StackGAN++ demo (captioned shapes)", "steps": summary["step"],
-              "train_seconds": round(summary["seconds"], 1), "scores": colour_scores(pipe, seed=seed + 1)}
-    torch.manual_seed(seed)
-    rows = []
-    for text in ("a red disc on a dark blue background", "a yellow square on a black background",
-                 "a white disc on a dark green background", "a cyan square on a dark red background"):
-        result = pipe.generate(4, _condition(text), levels=False)
-        rows.append(result.images)
-    from PIL import Image
-
-    Image.fromarray(image_grid(np.concatenate(rows), columns=4)).save(out / "examples.png")
+        train(data / "images", work / "run", captions=str(data / "captions.txt"), max_steps=steps, seed=seed,
+              resume=False, progress=progress, sample_every=0, checkpoint_every=100, log_every=50, device="cpu",
+              **DEMO_CONFIG)
+        report = package_demo(work / "run", out_dir, seed=seed, images=images)
     report["build_seconds"] = round(time.monotonic() - start, 1)
-    (out / "REPORT.json").write_text(json.dumps(report, indent=2) + "\n")
+    (Path(out_dir) / "REPORT.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
