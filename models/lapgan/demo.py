@@ -32,7 +32,7 @@ from models.common.pipeline import save_project
 from models.lapgan import networks as nets
 from models.lapgan.pipeline import NORMALIZATION_FILE
 
-DEMO_STEPS = 500
+DEMO_STEPS = 1000
 DEMO_SETTINGS = dict(channels=1, coarse_hidden_g=256, coarse_hidden_d=128, hidden_g=16, hidden_d=16, batch_size=32,
                      normalize="global", momentum=0.5, momentum_max=0.8, sample_every=250, checkpoint_every=250,
                      log_every=50)
