@@ -207,14 +207,16 @@ def test_mean_covariance_matches_numpy():
         assert np.allclose(mu[i, :, 0, 0].numpy(), flat[i].mean(1), atol=1e-6)
 
 
-def test_matching_loss_hinges_on_other_captions():
+def test_matching_loss_prefers_matched_pairs():
     ids = torch.tensor([0, 1, 2])
-    perfect = torch.eye(3) * 5
-    assert float(matching_loss(perfect, torch.eye(3), ids)) == 0.0     # margin of 1 met everywhere
-    swapped = torch.eye(3)[[1, 0, 2]] * 5
-    assert float(matching_loss(swapped, torch.eye(3), ids)) > 1.0
+    perfect = matching_loss(torch.eye(3), torch.eye(3), ids)
+    assert float(perfect) == pytest.approx(2 * np.log(1 + 2 * np.exp(-5.0)), rel=1e-5)   # softmax of 5 x cosines
+    swapped = matching_loss(torch.eye(3)[[1, 0, 2]], torch.eye(3), ids)
+    assert float(swapped) > 5.0
     same = torch.tensor([0, 0, 0])                                       # one class: nothing to separate
     assert float(matching_loss(torch.randn(3, 4), torch.randn(3, 4), same)) == pytest.approx(0.0, abs=1e-6)
+    scaled = matching_loss(3 * torch.eye(3), torch.eye(3), ids)         # cosines: the features' length is free
+    assert torch.allclose(scaled, perfect)
 
 
 def test_encode_chars_is_one_hot_and_cut():

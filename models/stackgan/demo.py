@@ -1,6 +1,6 @@
 """StackGAN's demo weights: a small text-conditional StackGAN++ on captioned rendered shapes.
 
-    talkingface weights build-demo --model stackgan [--steps 800]
+    talkingface weights build-demo --model stackgan [--steps 600]
 
 1. ``captioned_shapes``: N images of a coloured disc or square on a plain background,
    each with its caption ("a red disc on a dark blue background": 8 shape colours,
@@ -38,7 +38,7 @@ SIZE = 128
 # The demo network: 2 branches (64, 128), reduced widths.
 DEMO_CONFIG = {"branch_num": 2, "z_dim": 32, "embedding_dim": 16, "gf_dim": 8, "df_dim": 8, "r_num": 1,
                "text_dim": 32, "batch_size": 16, "encoder_steps": 300, "encoder_batch": 64}
-DEMO_STEPS = 800
+DEMO_STEPS = 600
 EXAMPLE_CAPTIONS = ("a red disc on a dark blue background", "a yellow square on a black background",
                     "a white disc on a dark green background", "a cyan square on a dark red background")
 DEMO_IMAGES = 1600

@@ -12,11 +12,11 @@ weights, ``talkingface train stackgan --captions``) an encoder of their own:
   linear layer to ``text_dim``: the char-CNN-RNN of Reed et al. (Sec. 3.2), much smaller.
 * ``ImageEncoder``: a small CNN from images to ``text_dim`` (Reed et al. use GoogLeNet
   features); it exists only for training the text encoder.
-* ``matching_loss``: Reed et al.'s symmetric structured joint-embedding loss (Eq. 1-3),
-  with the hinge surrogate of the 0-1 loss taken over the captions of the batch: a
-  caption's image must score higher with it than with every other caption of the
-  batch by a margin of 1, and an image's caption higher with it than with every other
-  image, captions that are equal counting as one class.
+* ``matching_loss``: Reed et al.'s symmetric structured joint-embedding objective (Eq. 1-3):
+  a caption's image must score higher with it than with the batch's other captions, and
+  an image's caption higher with it than with the other images (equal captions counting
+  as one class), with a softmax surrogate of the 0-1 loss in place of their hinge (see
+  its docstring for why).
 
 Limits: the encoder knows only what its training captions say. The demo's was trained
 on the demo's captions ("a red disc on a dark blue background": eight colours, two
@@ -94,26 +94,26 @@ class ImageEncoder(nn.Module):
         return self.net(images)
 
 
-def matching_loss(image_features, text_features, caption_ids) -> torch.Tensor:
-    """Reed et al.'s symmetric structured loss, the hinge over the batch's other captions.
+def matching_loss(image_features, text_features, caption_ids, scale=5.0) -> torch.Tensor:
+    """Reed et al.'s symmetric matching objective, with the softmax surrogate of the 0-1 loss.
 
     Args:
-        image_features, text_features: (n, d); their dot products are the compatibility F.
+        image_features, text_features: (n, d); ``scale`` x their cosines are the compatibility F.
         caption_ids: (n,) ints, equal for equal captions (one class).
 
     Returns:
-        mean over i of [max_j (1[y_j != y_i] + F(v_i, t_j)) - F(v_i, t_i)]
-        + [max_j (1[y_j != y_i] + F(v_j, t_i)) - F(v_i, t_i)], j = i or y_j != y_i; each term >= 0.
+        mean over i of [-log softmax_j F(v_i, t_j) at j = i] + [-log softmax_j F(v_j, t_i) at j = i],
+        the other images and captions of the batch being the other classes (pairs of equal
+        captions off the diagonal are left out). Reed et al. bound the 0-1 loss with a hinge
+        on the best wrong class; trained from scratch on a small encoder, that hinge settles on
+        equal features for every input (every score equal, loss 2), the softmax does not.
     """
-    scores = image_features @ text_features.t()                    # (n, n): F(v_i, t_j)
-    different = caption_ids[:, None] != caption_ids[None, :]
-    # a pair of equal captions (off the diagonal) is neither right nor wrong: left out
-    same_elsewhere = ~different & ~torch.eye(len(scores), dtype=torch.bool, device=scores.device)
-    augmented = (scores + different.float()).masked_fill(same_elsewhere, float("-inf"))
-    matched = scores.diagonal()
-    image_side = augmented.max(1).values - matched                 # the image's best wrong caption
-    text_side = augmented.max(0).values - matched                  # the caption's best wrong image
-    return (image_side + text_side).mean()
+    scores = scale * F.normalize(image_features, dim=1) @ F.normalize(text_features, dim=1).t()   # F(v_i, t_j)
+    same_elsewhere = (caption_ids[:, None] == caption_ids[None, :]) & ~torch.eye(
+        len(scores), dtype=torch.bool, device=scores.device)
+    scores = scores.masked_fill(same_elsewhere, float("-inf"))
+    target = torch.arange(len(scores), device=scores.device)
+    return F.cross_entropy(scores, target) + F.cross_entropy(scores.t(), target)
 
 
 def train_text_encoder(images: torch.Tensor, captions: list[str], steps=400, batch_size=64, text_dim=64,
