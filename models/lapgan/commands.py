@@ -17,7 +17,7 @@ from models.errors import TalkingFaceError
 
 # `train lapgan` flags -> TrainConfig fields; a flag not given (None) keeps eyescream's value.
 TRAIN_OPTIONS = ("max_steps", "time_budget", "batch_size", "lr", "device", "seed", "normalize", "hidden_g",
-                 "hidden_d", "coarse_hidden_g", "coarse_hidden_d", "limit")
+                 "hidden_d", "coarse_hidden_g", "coarse_hidden_d", "limit", "optimizer")
 
 
 def train(args) -> dict:
@@ -61,6 +61,8 @@ COMMANDS = {
         argument("--hidden-d", type=int, help="planes of the convolutional discriminators (64)"),
         argument("--coarse-hidden-g", type=int, help="units of the 8x8 generator's layers (1200 = paper)"),
         argument("--coarse-hidden-d", type=int, help="units of the 8x8 discriminator's layers (600)"),
+        argument("--optimizer", choices=["sgd", "adam"],
+                 help="sgd: eyescream's schedule (default); adam: Adam at --lr, betas 0.5/0.999 (the demo's)"),
         argument("--unconditional", action="store_true", help="ignore class sub-folders"),
         argument("--limit", type=int, help="read at most this many images"),
     ), help="all pyramid levels (8 -> 16 -> 32) side by side; eyescream's SGD, lr 0.02, batch 128"),
