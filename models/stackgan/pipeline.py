@@ -94,7 +94,10 @@ class StackGANPipeline(ImageGenerationPipeline):
     name = "stackgan"
     options = (TEXT_OPTION, VARIANT_OPTION)
     vector_size = 0                   # the loaded weights decide (1024 for the authors', demo's own)
-    condition_required = False        # per variant: the text-conditional ones need one
+    # The demo and the first releases (v1-coco, v2-birds) are text-conditional; the LSUN /
+    # ImageNet ones are not: ``check_condition`` leaves the requirement to ``generate``,
+    # which knows the variant.
+    condition_required = True
     levels = True
 
     def __init__(self, variants: dict[str, Variant], device="auto", info=None):
@@ -151,6 +154,15 @@ class StackGANPipeline(ImageGenerationPipeline):
         networks = load_project_networks(directory, classes, config)
         return Variant(kind, networks["generator"], config.get("name", "project"), networks.get("text_encoder"),
                        f"project text encoder: CharCNNRNN ({config.get('name', 'project')})")
+
+    @classmethod
+    def check_condition(cls, condition: ImageCondition | None, n: int, vector_size=None) -> ImageCondition:
+        """As the base's, less the requirement of a condition, which depends on the variant
+        (``embed`` enforces it: the unconditional variants take none)."""
+        condition = condition or ImageCondition()
+        if not condition.given():
+            return condition
+        return super().check_condition(condition, n, vector_size)
 
     # -- inference ------------------------------------------------------------------------
     def pick(self, variant=None) -> tuple[str, Variant]:
