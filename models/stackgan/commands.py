@@ -1,7 +1,7 @@
 """StackGAN's part of the ``talkingface`` command (``models.common.commands``).
 
     talkingface train stackgan --images DIR [--captions FILE] --out RUN [--branch-num 3 ...]
-    talkingface weights build-demo --model stackgan [--steps 600]
+    talkingface weights build-demo --model stackgan [--steps 1200]
     talkingface bench stackgan [--random-weights]
 
 ``--captions``: one line a caption, ``<image file name><TAB><caption>``; without it the
@@ -64,7 +64,7 @@ COMMANDS = {
         argument("--encoder-steps", type=int, help="StackGAN text encoder training steps (400)"),
     ), help="StackGAN++ (v2 tree) with the authors' losses; Adam 2e-4, betas 0.5, 0.999"),
     "build-demo": Command(build_demo, (
-        argument("--steps", type=int, default=600, help="StackGAN demo GAN steps (default 600)"),
+        argument("--steps", type=int, default=1200, help="StackGAN demo GAN steps (default 1200)"),
     ), help="a 2-branch text-conditional StackGAN++ and its text encoder on captioned shapes"),
     "bench": Command(bench, (), help="StackGAN v1 (COCO) and v2 (256x256) generators, images/s"),
 }

@@ -1,6 +1,6 @@
 """StackGAN's demo weights: a small text-conditional StackGAN++ on captioned rendered shapes.
 
-    talkingface weights build-demo --model stackgan [--steps 600]
+    talkingface weights build-demo --model stackgan [--steps 1200]
 
 1. ``captioned_shapes``: N images of a coloured disc or square on a plain background,
    each with its caption ("a red disc on a dark blue background": 8 shape colours,
@@ -8,8 +8,8 @@
 2. ``train.Trainer``: the project's text encoder (``text.py``, Reed et al.'s matching
    objective) on those captions, then a 2-branch StackGAN++ tree (64 and 128 pixels,
    gf_dim 8) with the authors' losses, for a fixed number of steps (reproducible).
-3. The generator (the live one: the authors' 0.999 average is, after a few hundred
-   steps, still mostly the initialisation) and the text encoder are exported (float16) with
+3. The generator (the live one: after 1,200 steps the authors' 0.999 average
+   still holds 0.999^1200 = 30% of the initialisation) and the text encoder are exported (float16) with
    ``save_project`` into ``weights/demo/stackgan``, scored and drawn:
    ``REPORT.json`` (how often the drawn shape's and background's colours are the
    caption's, against chance) and ``examples.png``.
@@ -38,7 +38,7 @@ SIZE = 128
 # The demo network: 2 branches (64, 128), reduced widths.
 DEMO_CONFIG = {"branch_num": 2, "z_dim": 32, "embedding_dim": 16, "gf_dim": 8, "df_dim": 8, "r_num": 1,
                "text_dim": 32, "batch_size": 16, "encoder_steps": 300, "encoder_batch": 64}
-DEMO_STEPS = 600
+DEMO_STEPS = 1200
 EXAMPLE_CAPTIONS = ("a red disc on a dark blue background", "a yellow square on a black background",
                     "a white disc on a dark green background", "a cyan square on a dark red background")
 DEMO_IMAGES = 1600
@@ -153,8 +153,8 @@ def export(run_dir, out_dir, name="StackGAN++ demo (captioned shapes)", averaged
 
 
 def package_demo(run_dir, out_dir, seed=0, images=DEMO_IMAGES) -> dict:
-    """Step 3: export the run's live generator (a 0.999 average over a few hundred steps is
-    still mostly its initialisation) and text encoder, score them, draw ``examples.png``."""
+    """Step 3: export the run's live generator (a 0.999 average over the demo's steps still
+    holds much of its initialisation) and text encoder, score them, draw ``examples.png``."""
     from PIL import Image
 
     from models.common.images import image_grid
