@@ -198,21 +198,6 @@ REGISTRY = {
     # Image generators (task image-generation), in the order dcgan, lapgan, stackgan, sgan,
     # gran, lrgan, ssgan. Each folder's pipeline module documents its system; the networks
     # keep the reference code's names and forward signatures.
-    "lrgan": ModelSpec(
-        name="lrgan",
-        task="image-generation",
-        paper="Yang, Kannan, Batra and Parikh, LR-GAN: Layered Recursive Generative Adversarial Networks for "
-              "Image Generation, ICLR 2017",
-        pipeline="models.lrgan.pipeline:LRGANPipeline",
-        demo=DEMO_WEIGHTS / "lrgan",
-        commands="models.lrgan.commands",
-        # No release: the files the reference's train.py saves (<dataset>_netG_s_<session>_epoch_<n>.pth);
-        # a folder holding one loads through from_pretrained, `weights convert --model lrgan` exports it.
-        networks={
-            "generator": NetworkSpec("models.lrgan.networks:LRGANGenerator"),
-            "discriminator": NetworkSpec("models.lrgan.networks:LRGANDiscriminator"),
-        },
-    ),
     "dcgan": ModelSpec(
         name="dcgan",
         task="image-generation",
@@ -382,6 +367,21 @@ REGISTRY = {
                        licence=GRAN_LICENCE, optional=True, urls=GRAN_DROPBOX),
         ),
     ),
+    "lrgan": ModelSpec(
+        name="lrgan",
+        task="image-generation",
+        paper="Yang, Kannan, Batra and Parikh, LR-GAN: Layered Recursive Generative Adversarial Networks for "
+              "Image Generation, ICLR 2017",
+        pipeline="models.lrgan.pipeline:LRGANPipeline",
+        demo=DEMO_WEIGHTS / "lrgan",
+        commands="models.lrgan.commands",
+        # No release: the files the reference's train.py saves (<dataset>_netG_s_<session>_epoch_<n>.pth);
+        # a folder holding one loads through from_pretrained, `weights convert --model lrgan` exports it.
+        networks={
+            "generator": NetworkSpec("models.lrgan.networks:LRGANGenerator"),
+            "discriminator": NetworkSpec("models.lrgan.networks:LRGANDiscriminator"),
+        },
+    ),
     "ssgan": ModelSpec(
         name="ssgan",
         task="image-generation",
@@ -464,14 +464,15 @@ def load_network(system, network, checkpoint, **config):
     return net.eval()
 
 
-def resolve_weights(system, weights=None):
+def resolve_weights(system, weights=None, weights_root=None):
     """Which weights ``load`` uses: ``(kind, folder)``, kind "authors" or "project".
 
-    In order: the folder ``weights`` when given (the authors' files, or a folder this
-    project trained, marked by ``config.json``); else the authors' files in
-    ``$TALKINGFACE_WEIGHTS_DIR`` or ``./weights``; else the demo weights shipped with the
-    project. When none is usable the authors' folder is returned, so that loading it
-    names the missing files.
+    ``weights`` is a folder to load from and nothing else (the authors' files, or a folder
+    this project trained, marked by ``config.json``). Without it the weights folder is
+    searched: ``weights_root``, else ``$TALKINGFACE_WEIGHTS_DIR``, else ``./weights``; a
+    project folder of ``system`` there, or the authors' complete files, else the demo
+    weights shipped with the project. When none is usable the authors' folder is returned,
+    so that loading it names the missing files.
     """
     model = spec(system)
 
@@ -481,9 +482,12 @@ def resolve_weights(system, weights=None):
         found = [f for f in model.files if weights_lib.locate(f, folder)]
         return bool(found) and all(f in found or f.optional for f in model.files)
 
-    folder = weights_lib.weights_dir(weights)
     if weights is not None:
+        folder = weights_lib.weights_dir(weights)
         return ("project" if _project_of(folder) in (system, "") else "authors"), folder
+    folder = weights_lib.weights_dir(weights_root)
+    if _project_of(folder) in (system, ""):
+        return "project", folder
     if authors_complete(folder):
         return "authors", folder
     if model.demo and (model.demo / "config.json").is_file():
@@ -531,18 +535,18 @@ def commands(system) -> dict:
     return importlib.import_module(module).COMMANDS if module else {}
 
 
-def load(system, weights=None, device="auto", **options):
+def load(system, weights=None, device="auto", weights_root=None, **options):
     """The inference pipeline of ``system`` with the weights ``resolve_weights`` picks."""
-    kind, folder = resolve_weights(system, weights)
+    kind, folder = resolve_weights(system, weights, weights_root)
     pipeline = pipeline_class(system)
     if kind == "project":
         return pipeline.from_project(folder, device=device, **options)
     return pipeline.from_pretrained(folder, device=device, **options)
 
 
-def weights_ready(system, weights=None):
+def weights_ready(system, weights=None, weights_root=None):
     """``(kind, folder, missing)``: the weights ``load`` would use, and which files it lacks."""
-    kind, folder = resolve_weights(system, weights)
+    kind, folder = resolve_weights(system, weights, weights_root)
     if kind == "project":
         return kind, folder, []
     missing = [f.name for f, path in file_status(system, folder) if path is None and not f.optional]

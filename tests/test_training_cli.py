@@ -176,6 +176,14 @@ def test_weights_are_picked_in_order(exported, authors_layout_dir, tmp_path, mon
     monkeypatch.setenv("TALKINGFACE_WEIGHTS_DIR", str(tmp_path))
     assert registry.resolve_weights("atvgnet") == ("project", exported)
     assert registry.weights_ready("atvgnet") == ("project", exported, [])
+    # The service's weights folder (weights_root) is searched as the default one is, and
+    # may be a project folder of the model; an explicit folder is the only one tried.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert registry.resolve_weights("atvgnet", weights_root=empty) == ("project", exported)
+    assert registry.resolve_weights("atvgnet", weights_root=authors_layout_dir) == ("authors", authors_layout_dir)
+    assert registry.resolve_weights("atvgnet", weights_root=exported) == ("project", exported)
+    assert registry.resolve_weights("atvgnet", empty) == ("authors", empty)
     monkeypatch.setitem(registry.REGISTRY, "atvgnet", replace(spec, demo=tmp_path / "none"))
     kind, folder, missing = registry.weights_ready("atvgnet")
     assert (kind, folder) == ("authors", tmp_path) and "generator_23.pth" in missing

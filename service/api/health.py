@@ -28,7 +28,7 @@ def readyz(settings=Depends(get_settings), store=Depends(get_store)):
         checks["store"] = f"unreachable: {type(exc).__name__}"
     workers = len(store.list_workers(settings.worker_timeout_seconds)) if checks["store"] == "ok" else 0
     checks["workers"] = f"{workers} up"
-    kind, _, missing = registry.weights_ready(settings.default_model, settings.weights_dir)
+    kind, _, missing = registry.weights_ready(settings.default_model, weights_root=settings.weights_dir)
     checks["weights"] = f"ok ({kind})" if not missing else "missing " + ", ".join(missing)
     ready = checks["store"] == "ok" and workers > 0 and not missing
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},

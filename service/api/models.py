@@ -20,7 +20,7 @@ def list_models(settings=Depends(get_settings), store=Depends(get_store)):
                   "source": f.source, "sha256": f.sha256, "licence": f.licence}
                  for f, path in registry.file_status(name, settings.weights_dir)]
         serving = [w for w in workers if name in (w["models"] or [])]
-        kind, folder, missing = registry.weights_ready(name, settings.weights_dir)
+        kind, folder, missing = registry.weights_ready(name, weights_root=settings.weights_dir)
         pipeline = registry.pipeline_class(name)
         task = TASKS.get(spec.task)
         data.append({"id": name, "object": "model", "task": spec.task, "paper": spec.paper,
