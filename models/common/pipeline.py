@@ -357,6 +357,11 @@ class ImageGenerationPipeline(Pipeline):
                                               ("vector", cls.vector_size is not None)) if taken)
 
     @classmethod
+    def requires_condition(cls, options: dict) -> bool:
+        """Whether a request with these ``options`` must carry a condition (checked before it is queued)."""
+        return cls.condition_required
+
+    @classmethod
     def check_condition(cls, condition: ImageCondition | None, n: int, vector_size=None) -> ImageCondition:
         """``condition`` checked against the declaration; a vector becomes float32 (n, d).
 

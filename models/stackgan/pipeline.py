@@ -156,6 +156,12 @@ class StackGANPipeline(ImageGenerationPipeline):
                        f"project text encoder: CharCNNRNN ({config.get('name', 'project')})")
 
     @classmethod
+    def requires_condition(cls, options: dict) -> bool:
+        """The demo and the text-conditional releases need one; the unconditional releases and a
+        project folder (its own config says) are left to ``embed``."""
+        return options.get("variant") in (None, "demo", "v1-coco", "v2-birds")
+
+    @classmethod
     def check_condition(cls, condition: ImageCondition | None, n: int, vector_size=None) -> ImageCondition:
         """As the base's, less the requirement of a condition, which depends on the variant
         (``embed`` enforces it: the unconditional variants take none)."""

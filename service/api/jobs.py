@@ -129,7 +129,7 @@ def check_image_request(model, options, inputs, settings):
         if kind not in taken:
             what = ", ".join(taken) if taken else "none: it is unconditional"
             raise APIError(400, "invalid_input", f"model {model} takes no {kind} condition (it takes {what})")
-    if pipeline.condition_required and not given:
+    if pipeline.requires_condition(options) and not given:
         raise APIError(400, "invalid_input", f"model {model} needs a condition: {' or '.join(taken)}")
 
 
