@@ -162,8 +162,9 @@ def test_readme_example_runs_with_the_shipped_demo_weights(tmp_path, monkeypatch
      "--basics applies to atvgnet, not davs"),
     (["data", "prepare", "--videos", "v", "--out", "o", "--labels", "folder"], "--labels applies to davs, not atvgnet"),
     (["train", "davs", "--data", "d", "--out", "o", "--stage", "atnet"],
-     "--stage applies to atvgnet, pg2 and edn, not davs"),
-    (["train", "atvgnet", "--data", "d", "--out", "o", "--image-size", "128"], "apply to davs, not atvgnet"),
+     "--stage applies to atvgnet, pg2, edn and ssgan, not davs"),
+    (["train", "atvgnet", "--data", "d", "--out", "o", "--image-size", "128"],
+     "--image-size applies to davs, dcgan, gran, lrgan and ssgan, not atvgnet"),
     (["eval", "--model", "atvgnet", "--data", "d", "--run", "r"], "--run, --mode and --finetune-steps apply to davs"),
     (["weights", "build-demo", "--minutes", "3"], "--minutes applies to davs and edn, not atvgnet"),
     (["bench", "davs", "--memory", "10"], "--memory applies to atvgnet, not davs"),
@@ -183,7 +184,7 @@ def test_each_model_s_flags_are_listed_under_its_name(capsys):
     assert "atvgnet only:" in text and "davs only:" in text
     assert text.index("--data") < text.index("atvgnet only:") < text.index("davs only:") < text.index("--image-size")
     # A flag several models declare is listed once, under all of them, saying what it is to each.
-    shared = text.index("atvgnet, pg2 and edn only:")
+    shared = text.index("atvgnet, pg2, edn and ssgan only:")
     assert shared < text.index("\n  --stage {") and text.count("\n  --stage {") == 1
     assert "atvgnet: which network to train" in " ".join(text[shared:].split())
 
@@ -229,7 +230,7 @@ def test_a_registered_model_brings_its_own_subcommand_flags(toy, capsys):
     code, _, err = run(capsys, "train", "atvgnet", "--data", "d", "--out", "o", "--steps", "5")
     assert code == 2 and "--steps applies to toy, not atvgnet" in err
     code, _, err = run(capsys, "train", "atvgnet", "--data", "d", "--out", "o", "--image-size", "32")
-    assert code == 2 and "--image-size applies to davs and toy, not atvgnet" in err
+    assert code == 2 and "--image-size applies to davs, dcgan, gran, lrgan, ssgan and toy, not atvgnet" in err
     code, _, err = run(capsys, "generate", "--model", "atvgnet", "--image", "i", "--audio", "a", "-o", "o",
                        "--tint", "3")
     assert code == 2 and "--tint applies to toy, not atvgnet" in err
