@@ -1,7 +1,7 @@
 """The README's code blocks run as written from the clone root.
 
-Python blocks run as they are. In shell blocks, ``talkingface generate`` and ``models``
-run for real; the other ``talkingface`` lines, whose inputs are the reader's own (their
+Python blocks run as they are. In shell blocks, ``talkingface generate``, ``models`` and
+``sample`` run for real; the other ``talkingface`` lines, whose inputs are the reader's own (their
 videos, a running server) or whose run is long (training, benchmarks), are parsed by the
 real command line, so every subcommand and flag they use must exist (the training and
 service tests run the same commands on small data). ``curl`` lines must name files that
@@ -22,7 +22,7 @@ from service.cli import build_parser, main
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README, flags=re.S | re.M)
-RUN = ("generate", "models")                        # talkingface subcommands run for real
+RUN = ("generate", "models", "sample")                        # talkingface subcommands run for real
 PARSED_ONLY = ("serve", "bench", "data", "train", "eval", "weights", "jobs", "worker")
 
 
