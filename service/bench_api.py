@@ -9,9 +9,12 @@
    Python load generator would take half of a 2-core machine), else ``--requests`` per
    client from Python. Open loop: the same clients together offering ``--rate`` jobs/s,
    the latency a user sees at that load. Both print p50/p90/p99.
+   With ``--busy-workers N`` the server runs N worker processes kept busy rendering long
+   clips (``--busy-seconds`` of audio each) of the demo model while the submissions are
+   timed: the latency a user sees while the machine's CPUs are doing model work.
 2. Delivery: a server with one worker runs ``--jobs`` short jobs one at a time; for each,
    the time from the model's last frame (``generated_at``, recorded by the worker) to the
-   moment a client polling every 5 ms can download the MP4.
+   moment a client polling every 5 ms can download the MP4 (``--jobs 0`` skips it).
 """
 
 import asyncio
@@ -68,8 +71,9 @@ class _Server:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        env = dict(os.environ, TALKINGFACE_DATA_DIR=str(data_dir), TALKINGFACE_WEIGHTS_DIR=str(weights),
-                   TALKINGFACE_POLL_SECONDS="0.05")
+        env = dict(os.environ, TALKINGFACE_DATA_DIR=str(data_dir), TALKINGFACE_POLL_SECONDS="0.05")
+        if weights is not None:
+            env["TALKINGFACE_WEIGHTS_DIR"] = str(weights)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -151,6 +155,25 @@ def _upload(client, data, name):
     return client.post("/v1/files", files={"file": (name, data)}).json()["id"]
 
 
+def _keep_busy(client, workers, seconds):
+    """Queue one ``seconds``-long clip per worker and wait until every worker is rendering one."""
+    body = {"inputs": {"image": _upload(client, EXAMPLE_IMAGE.read_bytes(), "face.jpg"),
+                       "audio": _upload(client, _wav(seconds), "long.wav")}}
+    ids = {client.post("/v1/jobs", json=body).json()["id"] for _ in range(workers)}
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        rendering = [job for job in (client.get(f"/v1/jobs/{i}").json() for i in ids)
+                     if job["status"] == "running" and job["progress"] > 0]
+        if len(rendering) == workers:
+            return sorted(ids)
+        time.sleep(0.5)
+    raise RuntimeError(f"the {workers} busy jobs did not start rendering within 300 s")
+
+
+def _still_running(client, ids):
+    return sum(client.get(f"/v1/jobs/{i}").json()["status"] == "running" for i in ids)
+
+
 def run(args):
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         tmp = Path(tmp)
@@ -158,13 +181,15 @@ def run(args):
         if args.random_weights:
             (tmp / "weights").mkdir()
             weights = _random_weights(args.weights, tmp / "weights")
-        result = {"clients": args.clients}
+        busy = getattr(args, "busy_workers", 0) or 0
+        result = {"clients": args.clients, "busy_workers": busy}
 
-        server = _Server(tmp / "submit", weights, workers=0)
+        server = _Server(tmp / "submit", weights, workers=busy)
         try:
-            with httpx.Client(base_url=server.url) as client:
+            with httpx.Client(base_url=server.url, timeout=60) as client:
                 body = {"inputs": {"image": _upload(client, EXAMPLE_IMAGE.read_bytes(), "face.jpg"),
                                    "audio": _upload(client, _wav(1.0), "a.wav")}}
+                busy_ids = _keep_busy(client, busy, args.busy_seconds) if busy else []
             asyncio.run(_submit(server.url, body, args.clients, 2))       # warm-up
             if shutil.which("wrk"):
                 result["submit_closed_loop"] = _wrk(server.url, body, args.clients, 10)
@@ -175,8 +200,14 @@ def run(args):
             latencies = asyncio.run(_open_loop(server.url, body, args.clients, args.rate, 10))
             result["submit_open_loop"] = dict(_percentiles(latencies), requests=len(latencies),
                                               offered_per_second=args.rate)
+            if busy:
+                with httpx.Client(base_url=server.url, timeout=60) as client:
+                    # Were the workers busy to the end? Else --busy-seconds was too short to say.
+                    result["busy_jobs_still_running_at_end"] = _still_running(client, busy_ids)
         finally:
             server.stop()
+        if args.jobs <= 0:
+            return result
 
         server = _Server(tmp / "deliver", weights, workers=1)
         delays, finalise = [], []

@@ -46,7 +46,10 @@ API_BENCH = Command("service.bench_api:run", (
     argument("--clients", type=int, default=50, help="concurrent clients"),
     argument("--requests", type=int, default=20, help="submissions per client (without wrk)"),
     argument("--rate", type=float, default=100.0, help="jobs/s all clients offer in the open loop"),
-    argument("--jobs", type=int, default=10, help="jobs timed from last frame to MP4 available"),
+    argument("--jobs", type=int, default=10, help="jobs timed from last frame to MP4 available (0: skip)"),
+    argument("--busy-workers", type=int, default=0, help="worker processes kept busy rendering while "
+                                                          "submissions are timed"),
+    argument("--busy-seconds", type=float, default=120.0, help="audio seconds of each busy worker's clip"),
 ), help="submission latency and throughput of the HTTP service, without models")
 
 
