@@ -66,8 +66,7 @@ def create_app(settings: Settings | None = None, start_workers: bool = False) ->
         stop = threading.Event()
         sweeper = threading.Thread(target=_sweep, args=(store, settings, stop), daemon=True)
         sweeper.start()
-        dispatcher = WebhookDispatcher(store, job_body, settings.webhook_secret, settings.webhook_max_attempts,
-                                       settings.webhook_timeout_seconds)
+        dispatcher = WebhookDispatcher.from_settings(store, job_body, settings)
         dispatcher.start()
         executor = None
         if start_workers and settings.workers > 0:

@@ -48,7 +48,19 @@ class Settings(BaseSettings):
     # Webhooks
     webhook_secret: str = ""                   # HMAC-SHA256 key; empty: calls are not signed
     webhook_max_attempts: int = 6
-    webhook_timeout_seconds: float = 10.0
+    webhook_timeout_seconds: float = Field(10.0, gt=0)      # each of connect, write and read of one call
+    webhook_deadline_seconds: float = Field(15.0, gt=0)     # one whole call, however the receiver trickles
+    webhook_threads: int = Field(4, ge=1)                   # calls in flight at once
+    webhook_shutdown_seconds: float = Field(5.0, ge=0)      # stop waits this long; the rest go at the next start
+    # Hosts and networks (comma-separated: "hooks.internal,10.0.0.0/8") that webhooks may call even
+    # though they are loopback, private or link-local; the service's own port stays refused.
+    webhook_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("webhook_allow", mode="before")
+    @classmethod
+    def _split_allow(cls, value):
+        from service.webhooks import parse_allow_list  # where the rules that read the list live
+        return parse_allow_list(value)
 
     @field_validator("api_keys", mode="before")
     @classmethod

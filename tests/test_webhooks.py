@@ -8,14 +8,15 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 
 from service import webhooks
 from service.jobs.store import JobStore
-from service.webhooks import SIGNATURE_HEADER, WebhookDispatcher, backoff, deliver_once, sign, verify
+from service.webhooks import SIGNATURE_HEADER, TargetRules, WebhookDispatcher, backoff, deliver_once, sign, verify
 
 SECRET = "whsec_test"
+# The receivers here listen on loopback, which webhooks call only when an operator allows it.
+LOOPBACK = TargetRules(allow=["127.0.0.1"])
 
 
 def job_body(row):
@@ -78,8 +79,9 @@ def store(tmp_path):
 def dispatchers():
     made = []
 
-    def make(store, body=job_body, max_attempts=5, timeout=2.0):
-        made.append(WebhookDispatcher(store, body, SECRET, max_attempts, timeout, poll_seconds=0.02))
+    def make(store, body=job_body, max_attempts=5, timeout=2.0, **options):
+        options.setdefault("rules", LOOPBACK)
+        made.append(WebhookDispatcher(store, body, SECRET, max_attempts, timeout, poll_seconds=0.02, **options))
         return made[-1]
 
     yield make
@@ -148,21 +150,24 @@ def test_backoff_grows_and_is_capped():
 
 # -- one call --------------------------------------------------------------------
 
-def test_deliver_once_refuses_non_http_urls_without_a_request():
-    calls = []
-    client = httpx.Client(transport=httpx.MockTransport(lambda request: calls.append(request)))
-    for url in ("file:///etc/passwd", "ftp://127.0.0.1/x", "not a url", None):
-        ok, error = deliver_once(client, {"webhook_url": url, "status": "succeeded"}, {}, SECRET, 1.0)
+def test_deliver_once_refuses_non_http_urls_without_a_request(receiver):
+    hook = receiver()
+    port = hook.server.server_address[1]
+    for url in ("file:///etc/passwd", f"ftp://127.0.0.1:{port}/x", "not a url", None,
+                f"http://user:pw@127.0.0.1:{port}/hook"):
+        ok, error = deliver_once({"webhook_url": url, "status": "succeeded"}, {}, SECRET, LOOPBACK, 1.0)
         assert not ok and error.startswith("invalid url")
-    assert calls == []
+        assert "pw" not in error
+    assert hook.requests == []
 
 
 def test_deliver_once_reports_a_timeout():
-    def slow(request):
-        raise httpx.ReadTimeout("no answer", request=request)
-
-    client = httpx.Client(transport=httpx.MockTransport(slow))
-    ok, error = deliver_once(client, {"webhook_url": "http://127.0.0.1:9/", "status": "failed"}, {}, SECRET, 0.5)
+    # A listening socket that never accepts: the request is never answered.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        ok, error = deliver_once({"webhook_url": url, "status": "failed"}, {}, SECRET, LOOPBACK, 0.5)
     assert not ok and error.startswith("timeout")
 
 
@@ -205,7 +210,7 @@ def test_failures_are_retried_until_delivered(store, receiver, dispatchers, monk
     assert row["webhook_attempts"] == 3
     assert len(hook.requests) == 3
     dispatcher.stop()
-    assert not dispatcher._thread.is_alive()
+    assert not dispatcher.alive
 
 
 def test_gives_up_after_max_attempts(store, receiver, dispatchers, monkeypatch):
@@ -282,7 +287,7 @@ def test_dispatcher_thread_survives_a_failing_job_body(store, receiver, dispatch
     dispatcher = dispatchers(store, body=flaky_body)
     dispatcher.start()
     assert wait_for(lambda: store.get_job(job["id"])["webhook_state"] == "delivered")
-    assert dispatcher._thread.is_alive()
+    assert dispatcher.alive
     row = store.get_job(job["id"])
     assert row["webhook_attempts"] == 2
     assert len(hook.requests) == 1
@@ -304,5 +309,5 @@ def test_dispatcher_thread_survives_a_failing_store(store, receiver, dispatchers
     dispatcher = dispatchers(store)
     dispatcher.start()
     assert wait_for(lambda: store.get_job(job["id"])["webhook_state"] == "delivered")
-    assert dispatcher._thread.is_alive()
+    assert dispatcher.alive
     assert len(hook.requests) == 1

@@ -19,6 +19,7 @@ from service.api.errors import APIError
 from service.api.serialize import iso, job_body
 from service.jobs.store import FINAL, JobStatus
 from service.render import TASKS, target_folder
+from service.webhooks import WebhookURLError, check_webhook_syntax, check_webhook_url
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_key)])
 
@@ -41,15 +42,24 @@ class Inputs(BaseModel):
 
 
 class Webhook(BaseModel):
+    """Where the job is POSTed when it ends (``service.webhooks``)."""
+
     model_config = ConfigDict(extra="forbid")
-    url: str
+    url: str = Field(description="an http(s) URL without credentials whose host resolves to public addresses "
+                                 "(or to ones the operator allows: TALKINGFACE_WEBHOOK_ALLOW)")
 
     @field_validator("url")
     @classmethod
-    def _http(cls, url):
-        if not url.startswith(("http://", "https://")) or len(url) > 2000:
-            raise ValueError("must be an http(s) URL")
+    def _well_formed(cls, url):
+        check_webhook_syntax(url)      # a WebhookURLError is a ValueError: 422 validation_error
         return url
+
+    def check_target(self, settings):
+        """APIError 422 unless the URL's host resolves, now, to addresses a webhook may call."""
+        try:
+            check_webhook_url(self.url, settings)
+        except WebhookURLError as exc:
+            raise APIError(422, "validation_error", f"webhook.url: {exc}") from None
 
 
 class JobCreate(BaseModel):
@@ -112,6 +122,8 @@ def check_job(job: JobCreate, settings, store):
         check_target(store, model, options["target"])
     if job.task == "image-generation":
         check_image_request(model, options, given, settings)
+    if job.webhook:
+        job.webhook.check_target(settings)
     return {"task": job.task, "model": model, "inputs": given,
             "options": options, "webhook_url": job.webhook.url if job.webhook else None}
 
