@@ -18,6 +18,10 @@ use them too; they are re-exported here with the service's caps. The rules:
   ``max_seconds`` plus one second, so memory is bounded whatever was uploaded.
 - **One clear error.** Every bad input raises :class:`models.errors.InvalidInput` with a
   one-line message that names the file; the service turns it into a 4xx answer.
+- **Bounded memory in the API.** The API process checks uploads (``check_image``: PNG by
+  its chunks' CRCs, JPEG at 1/8 scale, no pixel held where the format allows) on a thread
+  pool of its own, never the one its JSON routes use, and under a :class:`DecodeBudget` of
+  bytes: large decodes wait their turn, or answer 503 when the wait is too long.
 
 Output goes the other way: :class:`Mp4Writer` pipes raw RGB frames into ffmpeg chunk by
 chunk (H.264 yuv420p + AAC, ``+faststart``), so memory does not grow with clip length.
@@ -25,11 +29,15 @@ chunk (H.264 yuv420p + AAC, ``+faststart``), so memory does not grow with clip l
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -45,7 +53,14 @@ from models.perception.decode import (  # noqa: F401  (re-exported)
     sniff_container,
     stderr_tail,
 )
-from models.perception.image import IMAGE_FORMATS, MAX_IMAGE_PIXELS, ImageTooLarge, read_image  # noqa: F401
+from models.perception.image import (  # noqa: F401  (re-exported)
+    IMAGE_FORMATS,
+    MAX_IMAGE_PIXELS,
+    ImageHeader,
+    ImageTooLarge,
+    check_image,
+    read_image,
+)
 from models.perception.mp4 import Mp4Writer, write_mp4  # noqa: F401  (re-exported)
 from models.perception.video import (  # noqa: F401  (re-exported)
     VIDEO_CHUNK_BYTES,
@@ -62,6 +77,71 @@ logger = logging.getLogger(__name__)
 
 
 SILENCE_PEAK = 1e-4  # below this peak amplitude (full scale = 1.0) a clip counts as silent
+
+
+# ---------------------------------------------------------------------------- checking uploads
+
+
+class DecodeBusy(Exception):
+    """The decode budget stayed spent for longer than a check may wait: try again later."""
+
+    def __init__(self, message, retry_after=5):
+        super().__init__(message)
+        self.message, self.retry_after = message, retry_after
+
+
+class DecodeBudget:
+    """Bytes of memory that checks of uploads may hold at once, shared by the threads that run them.
+
+    ``admit(nbytes)`` waits until ``nbytes`` fit beside what is held (one check larger than the
+    whole budget runs alone), at most ``wait_seconds``; then :class:`DecodeBusy`.
+    """
+
+    def __init__(self, total_bytes: int, wait_seconds: float):
+        self.total, self.wait_seconds = total_bytes, wait_seconds
+        self.held = 0
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def admit(self, nbytes: int):
+        nbytes = min(max(0, int(nbytes)), self.total)
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.held + nbytes <= self.total, self.wait_seconds):
+                raise DecodeBusy(f"the server is checking other large uploads; {nbytes:,} bytes of its "
+                                 f"{self.total:,}-byte decode budget did not free up in {self.wait_seconds:g} s")
+            self.held += nbytes
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.held -= nbytes
+                self._changed.notify_all()
+
+
+_budgets: dict[tuple, DecodeBudget] = {}
+_budgets_lock = threading.Lock()
+# Checks of uploads run here, not in the thread pool of the API's own routes: a burst of
+# large uploads waiting for the decode budget never delays a JSON call.
+_check_threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="upload-check")
+
+
+def decode_budget(settings) -> DecodeBudget:
+    """The process's decode budget for ``settings`` (``decode_budget_bytes``, ``decode_wait_seconds``)."""
+    key = (settings.decode_budget_bytes, settings.decode_wait_seconds)
+    with _budgets_lock:
+        if key not in _budgets:
+            _budgets[key] = DecodeBudget(*key)
+        return _budgets[key]
+
+
+async def run_check(fn, *args):
+    """``fn(*args)`` on the upload-checking threads, awaited from the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(_check_threads, fn, *args)
+
+
+def audio_check_bytes(max_seconds: float, sample_rate: int) -> int:
+    """Memory ``read_audio`` holds at most: the float32 samples piped from ffmpeg, and their copy."""
+    return int((max_seconds + 1.0) * sample_rate) * 4 * 2
 
 
 # ---------------------------------------------------------------------------- audio

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     worker_timeout_seconds: float = 30.0       # a worker silent this long is not counted as up
     retention_hours: float = 7 * 24            # uploads and results older than this are deleted
 
+    # Resources
+    worker_nice: int = Field(10, ge=0, le=19)  # workers' CPU priority below the API's (0: the same)
+    worker_threads: int = Field(0, ge=0)       # torch threads a worker; 0: the cores less one, shared out
+    min_free_bytes: int = Field(1 << 30, ge=0)  # less free under data_dir: /readyz 503, workers take no job
+    decode_budget_bytes: int = Field(512 << 20, gt=0)   # memory the API may spend at once checking uploads
+    decode_wait_seconds: float = Field(30.0, ge=0)      # a check waiting longer for that budget: 503
+
     # Webhooks
     webhook_secret: str = ""                   # HMAC-SHA256 key; empty: calls are not signed
     webhook_max_attempts: int = 6

@@ -1,19 +1,26 @@
 """One error shape for every failure: ``{"error": {"code", "message"}}`` with a 4xx status.
 
 Handlers cover the project's own errors, input problems from the models package,
-FastAPI's validation errors and anything unexpected (a 500 without a stack trace).
+FastAPI's validation errors, a full disk or database (507 ``insufficient_storage``), a
+database out of reach and a decode budget spent (503), each with ``Retry-After``, and
+anything unexpected (a 500 without a stack trace).
 """
 
+import errno
 import logging
+import shutil
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import TalkingFaceError, WeightsMissing
+from service.media import DecodeBusy
 
 log = logging.getLogger("talkingface.api")
+RETRY_AFTER_SECONDS = 30           # how soon a client may try again after a 507 or a 503 of the store
 
 
 class APIError(Exception):
@@ -24,6 +31,37 @@ class APIError(Exception):
 
 def error_response(status, code, message, headers=None):
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """``"full"`` when ``exc`` is a full disk or database, ``"unavailable"`` when the database
+    cannot be used for now (locked, out of reach), None for anything else."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "full"
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig).lower()
+        # SQLite: "database or disk is full"; PostgreSQL: SQLSTATE 53100 disk_full.
+        if "full" in text or "no space" in text or getattr(exc.orig, "sqlstate", None) == "53100":
+            return "full"
+        return "unavailable"
+    return None
+
+
+def free_bytes(settings) -> int:
+    """Free bytes on the filesystem of the data dir (uploads, results and the SQLite database)."""
+    try:
+        return shutil.disk_usage(settings.data_dir).free
+    except OSError:                 # the data dir is gone: nothing can be written there
+        return 0
+
+
+def storage_response(kind: str):
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if kind == "full":
+        return error_response(507, "insufficient_storage", "the server's disk or database is full; nothing was "
+                              "stored. Try again once space is freed (DELETE of results and files works)", headers)
+    return error_response(503, "store_unavailable", "the job store cannot be reached or is busy; try again",
+                          headers)
 
 
 def install(app: FastAPI):
@@ -43,8 +81,29 @@ def install(app: FastAPI):
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
         return error_response(422, "validation_error", message)
 
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError):
+        if storage_failure(exc):
+            log.warning("%s %s: disk full: %s", request.method, request.url.path, exc)
+            return storage_response("full")
+        log.error("error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal_error", "the server failed on this request; it is logged")
+
+    @app.exception_handler(OperationalError)
+    async def _database_error(request: Request, exc: OperationalError):
+        kind = storage_failure(exc)
+        log.warning("%s %s: database %s: %s", request.method, request.url.path, kind, exc.orig)
+        return storage_response(kind)
+
+    @app.exception_handler(DecodeBusy)
+    async def _decode_busy(request: Request, exc: DecodeBusy):
+        return error_response(503, "busy", exc.message, {"Retry-After": str(exc.retry_after)})
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.__cause__ is not None and storage_failure(exc.__cause__):
+            # A multipart body spooled to a full disk: FastAPI says "error parsing the body".
+            return storage_response(storage_failure(exc.__cause__))
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "too_large"}
         return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
 

@@ -6,7 +6,6 @@ import tempfile
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, UploadFile
-from fastapi.concurrency import run_in_threadpool
 
 from models.errors import InvalidInput
 from service import media, render
@@ -35,8 +34,10 @@ def classify(path, settings):
     if head.lstrip()[:1] in (b"{", b"["):
         render.read_pose(path)          # checked now: a job never meets a broken pose file
         return "pose"
+    budget = media.decode_budget(settings)
     try:
-        media.read_image(path, max_pixels=settings.max_image_pixels)
+        # Checked, not decoded: the pixels are the worker's to decode (bounded API memory).
+        media.check_image(path, max_pixels=settings.max_image_pixels, admit=budget.admit)
         return "image"
     except media.ImageTooLarge:
         raise                           # an image, but too large: say so, not "unknown format"
@@ -48,7 +49,8 @@ def classify(path, settings):
                            "OpenPose JSON; NumPy .npy)")
     video = media.has_video_stream(path)
     try:
-        media.read_audio(path, sample_rate=16000, max_seconds=settings.max_audio_seconds)
+        with budget.admit(media.audio_check_bytes(settings.max_audio_seconds, 16000)):
+            media.read_audio(path, sample_rate=16000, max_seconds=settings.max_audio_seconds)
     except InvalidInput as exc:
         if not video or "longer than" in exc.message:
             raise
@@ -73,7 +75,7 @@ async def save_upload(upload: UploadFile, settings, store, field="file"):
         if size == 0:
             raise APIError(400, "invalid_input", f"'{field}' is empty")
         try:
-            kind = await run_in_threadpool(classify, tmp, settings)
+            kind = await media.run_check(classify, tmp, settings)
         except media.ImageTooLarge as exc:
             raise APIError(413, "too_large",
                            f"{field}: {exc.message.replace(tmp, upload.filename or field)}") from None
@@ -83,12 +85,13 @@ async def save_upload(upload: UploadFile, settings, store, field="file"):
         file_id = new_id("file")
         relative = f"files/{file_id}"
         os.replace(tmp, settings.data_dir / relative)
-        tmp = None
+        tmp = str(settings.data_dir / relative)     # removed below when its row cannot be written
         return store.add_file(kind, size, digest.hexdigest(), (upload.filename or "")[:255],
                               (upload.content_type or "")[:100], relative, file_id=file_id)
-    finally:
+    except BaseException:               # a refusal, a full disk or database: no file is left behind
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+        raise
 
 
 def save_array(array, settings, store, filename="condition.npy"):
@@ -104,9 +107,13 @@ def save_array(array, settings, store, filename="condition.npy"):
     file_id = new_id("file")
     relative = f"files/{file_id}"
     fd, tmp = tempfile.mkstemp(dir=settings.files_dir, prefix=".upload-")
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, settings.data_dir / relative)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, settings.data_dir / relative)
+    except OSError:                     # a full disk: no partial file is left behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return store.add_file("array", len(data), hashlib.sha256(data).hexdigest(), filename, "application/x-npy",
                           relative, file_id=file_id)
 
@@ -127,9 +134,11 @@ def get_file(file_id: str, store=Depends(get_store)):
 
 @router.delete("/{file_id}")
 def delete_file(file_id: str, settings=Depends(get_settings), store=Depends(get_store)):
-    row = store.delete_file(file_id)
+    row = store.get_file(file_id)
     if row is None:
         raise APIError(404, "not_found", f"no file {file_id}")
+    # The bytes go first: on a full disk that frees the room the database needs to record it.
     if row["path"]:
         Path(settings.data_dir / row["path"]).unlink(missing_ok=True)
+    store.delete_file(file_id)
     return {"id": file_id, "object": "file", "deleted": True}

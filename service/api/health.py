@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models import registry
 from service.api.deps import get_settings, get_store
+from service.api.errors import free_bytes
 
 router = APIRouter(tags=["health"])
 
@@ -19,8 +20,13 @@ def livez():
 
 @router.get("/readyz")
 def readyz(settings=Depends(get_settings), store=Depends(get_store)):
-    """200 only when the job store answers, a worker is up and the default model's weights are found."""
+    """200 only when the job store answers, a worker is up, the default model's weights are found and
+    the data dir has at least ``min_free_bytes`` free."""
     checks = {}
+    free = free_bytes(settings)
+    disk_ok = free >= settings.min_free_bytes
+    checks["disk"] = (f"ok ({free:,} bytes free)" if disk_ok else
+                      f"low: {free:,} bytes free, under TALKINGFACE_MIN_FREE_BYTES={settings.min_free_bytes:,}")
     try:
         store.ping()
         checks["store"] = "ok"
@@ -30,7 +36,7 @@ def readyz(settings=Depends(get_settings), store=Depends(get_store)):
     checks["workers"] = f"{workers} up"
     kind, _, missing = registry.weights_ready(settings.default_model, weights_root=settings.weights_dir)
     checks["weights"] = f"ok ({kind})" if not missing else "missing " + ", ".join(missing)
-    ready = checks["store"] == "ok" and workers > 0 and not missing
+    ready = checks["store"] == "ok" and workers > 0 and not missing and disk_ok
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
                         status_code=200 if ready else 503)
 
