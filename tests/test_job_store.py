@@ -253,6 +253,36 @@ def test_stores_opened_at_once_by_several_processes_on_a_new_database_all_start(
     assert [e for e in errors if e is not None] == []
 
 
+def test_a_database_made_before_owners_is_upgraded_and_its_rows_belong_to_no_key(db_url):
+    # A store of the first schema, with a file, a batch and a job in it, as an older release left it.
+    from alembic import command
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    engine = create_engine(db_url, poolclass=NullPool)
+    with engine.begin() as c:
+        config.attributes["connection"] = c
+        command.upgrade(config, "0001")
+        c.execute(text("INSERT INTO files (id, kind, bytes, sha256, created_at) "
+                       "VALUES ('file_old', 'image', 1, 'x', 1)"))
+        c.execute(text("INSERT INTO batches (id, created_at) VALUES ('batch_old', 1)"))
+        c.execute(text("INSERT INTO jobs (id, task, model, status, inputs, options, batch_id, progress, attempts, "
+                       "max_attempts, cancel_requested, created_at, webhook_attempts) VALUES ('job_old', "
+                       "'talking-face', 'atvgnet', 'queued', '{}', '{}', 'batch_old', 0, 0, 3, false, 1, 0)"))
+    engine.dispose()
+    store = JobStore(db_url)
+    try:
+        with store.engine.connect() as c:
+            assert MigrationContext.configure(c).get_current_revision() == head_revision()
+        assert store.get_file("file_old")["owner"] == ""
+        assert store.get_batch("batch_old")["owner"] == "" and store.get_job("job_old")["owner"] == ""
+        assert [j["id"] for j in store.list_jobs(owner="")[0]] == ["job_old"]
+        assert store.list_jobs(owner="a" * 64)[0] == []
+        assert store.claim("worker-a", [MODEL], 30)["id"] == "job_old"      # workers take it as before
+    finally:
+        store.dispose()
+
+
 # -- create_jobs ---------------------------------------------------------------------
 def test_create_jobs_keeps_the_order_and_fills_defaults(store):
     batch_id, created = store.create_jobs(
@@ -673,6 +703,34 @@ def test_list_jobs_is_newest_first_and_filters(store, clock):
     assert ids(batch_id=batch_id, status="queued") == [in_batch[2]["id"], in_batch[1]["id"]]
     assert ids(model="davs", status="queued") == [davs[1]["id"]]
     assert ids(batch_id="batch_missing") == []
+
+
+def test_rows_carry_their_owner_and_lists_and_counts_keep_to_one(store, clock):
+    alice, bob = "a" * 64, "b" * 64
+    batch_id, mine = store.create_jobs(specs(2), max_attempts=3, batch=True, owner=alice)
+    clock.advance(1)
+    _, theirs = store.create_jobs(specs(1), max_attempts=3, owner=bob)
+    shared = create(store, 1)
+    upload = store.add_file("image", 10, "ab" * 32, "face.jpg", "image/jpeg", "files/x", owner=alice)
+    assert store.get_file(upload["id"])["owner"] == alice and store.get_batch(batch_id)["owner"] == alice
+    assert {store.get_job(j["id"])["owner"] for j in mine} == {alice} and shared[0]["owner"] == ""
+
+    def ids(**filters):
+        return {j["id"] for j in store.list_jobs(limit=10, **filters)[0]}
+
+    assert ids(owner=alice) == {j["id"] for j in mine}
+    assert ids(owner=bob) == {theirs[0]["id"]}
+    assert ids(owner="") == {shared[0]["id"]}
+    assert ids() == {j["id"] for j in mine + theirs + shared}
+    assert ids(owner=bob, batch_id=batch_id) == set()
+    page, more = store.list_jobs(limit=1, owner=alice)
+    assert more and store.list_jobs(limit=5, owner=alice, before=page[0]["id"])[0][0]["owner"] == alice
+    store.cancel(mine[0]["id"])
+    assert store.counts(owner=alice)[0] == {"queued": 1, "canceled": 1}
+    assert store.counts(owner=bob)[0] == {"queued": 1}
+    assert store.counts()[0] == {"queued": 3, "canceled": 1}
+    assert [r[1] for r in store.finished_since(0, owner=alice)] == ["canceled"]
+    assert store.finished_since(0, owner=bob) == []
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3, 4, 9])

@@ -10,6 +10,9 @@ processes, or on other machines, share it:
 - ``requeue_expired`` puts jobs whose lease ran out back in the queue (``attempts``
   counts claims), or fails them once ``max_attempts`` is reached;
 - ``reconcile`` at start-up also re-queues jobs of workers on this host that are gone.
+
+Files, batches and jobs carry an ``owner`` (the SHA-256 of the API key that made them, ""
+without keys); queries that list take ``owner`` to keep to one owner's rows (None: all).
 """
 
 import contextlib
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import and_, case, create_engine, event, func, or_, select, tuple_, update
+from sqlalchemy import and_, case, create_engine, event, func, or_, select, true, tuple_, update
 
 from service.jobs.tables import batches, files, jobs, workers
 
@@ -114,9 +117,9 @@ class JobStore:
         self.engine.dispose()
 
     # -- files ---------------------------------------------------------------------
-    def add_file(self, kind, size, sha256, filename, content_type, path, file_id=None):
+    def add_file(self, kind, size, sha256, filename, content_type, path, file_id=None, owner=""):
         row = dict(id=file_id or new_id("file"), kind=kind, bytes=size, sha256=sha256, filename=filename,
-                   content_type=content_type, path=path, created_at=time.time(), deleted_at=None)
+                   content_type=content_type, path=path, created_at=time.time(), deleted_at=None, owner=owner)
         with self._tx() as c:
             c.execute(files.insert().values(**row))
         return row
@@ -139,8 +142,8 @@ class JobStore:
         return row
 
     # -- jobs ----------------------------------------------------------------------
-    def create_jobs(self, specs, max_attempts, batch_metadata=None, batch=False):
-        """Insert jobs (each ``{task, model, inputs, options, webhook_url}``) in one transaction.
+    def create_jobs(self, specs, max_attempts, batch_metadata=None, batch=False, owner=""):
+        """Insert jobs (each ``{task, model, inputs, options, webhook_url}``) of ``owner`` in one transaction.
 
         With ``batch`` a batch row groups them. Returns ``(batch_id or None, [job rows])``.
         """
@@ -153,10 +156,10 @@ class JobStore:
                 inputs=spec["inputs"], options=spec.get("options") or {}, batch_id=batch_id, progress=0.0,
                 attempts=0, max_attempts=max_attempts, cancel_requested=False,
                 # Microsecond steps keep the submission order inside one batch.
-                created_at=now + i * 1e-6, webhook_url=spec.get("webhook_url"), webhook_attempts=0))
+                created_at=now + i * 1e-6, webhook_url=spec.get("webhook_url"), webhook_attempts=0, owner=owner))
         with self._tx() as c:
             if batch:
-                c.execute(batches.insert().values(id=batch_id, created_at=now, metadata=batch_metadata))
+                c.execute(batches.insert().values(id=batch_id, created_at=now, metadata=batch_metadata, owner=owner))
             if rows:
                 c.execute(jobs.insert(), rows)
         defaults = {column.name: None for column in jobs.columns}
@@ -167,9 +170,11 @@ class JobStore:
             row = c.execute(select(jobs).where(jobs.c.id == job_id)).first()
         return dict(row._mapping) if row else None
 
-    def list_jobs(self, status=None, model=None, batch_id=None, limit=20, before=None):
-        """Newest first; ``before`` is the id of the last job of the previous page."""
+    def list_jobs(self, status=None, model=None, batch_id=None, limit=20, before=None, owner=None):
+        """Newest first; ``before`` is the id of the last job of the previous page; ``owner``: only theirs."""
         query = select(jobs)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
         if status:
             query = query.where(jobs.c.status.in_(status if isinstance(status, (list, tuple)) else [status]))
         if model:
@@ -365,22 +370,25 @@ class JobStore:
         return [dict(r._mapping) for r in rows]
 
     # -- numbers for metrics, stats and retention ----------------------------------
-    def counts(self):
-        """{status: n} over all jobs, and {(model, status): n} of finished ones."""
+    def counts(self, owner=None):
+        """{status: n} over all jobs (or ``owner``'s), and {(model, status): n} of finished ones."""
+        mine = jobs.c.owner == owner if owner is not None else true()
         with self.engine.connect() as c:
-            by_status = dict(c.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all())
+            by_status = dict(c.execute(select(jobs.c.status, func.count()).where(mine)
+                                       .group_by(jobs.c.status)).all())
             finished = {(m, s): n for m, s, n in c.execute(
-                select(jobs.c.model, jobs.c.status, func.count()).where(jobs.c.status.in_(FINAL))
+                select(jobs.c.model, jobs.c.status, func.count()).where(jobs.c.status.in_(FINAL), mine)
                 .group_by(jobs.c.model, jobs.c.status)).all()}
-            frames = c.execute(select(func.coalesce(func.sum(jobs.c.frames), 0))).scalar()
+            frames = c.execute(select(func.coalesce(func.sum(jobs.c.frames), 0)).where(mine)).scalar()
         return by_status, finished, int(frames)
 
-    def finished_since(self, since):
-        """(model, status, created, claimed, started, finished) of jobs finished after ``since``."""
+    def finished_since(self, since, owner=None):
+        """(model, status, created, claimed, started, finished) of jobs (``owner``'s) finished after ``since``."""
+        mine = jobs.c.owner == owner if owner is not None else true()
         with self.engine.connect() as c:
             return [tuple(r) for r in c.execute(
                 select(jobs.c.model, jobs.c.status, jobs.c.created_at, jobs.c.claimed_at, jobs.c.started_at,
-                       jobs.c.finished_at).where(jobs.c.finished_at >= since).order_by(jobs.c.finished_at))]
+                       jobs.c.finished_at).where(jobs.c.finished_at >= since, mine).order_by(jobs.c.finished_at))]
 
     def histograms(self, buckets):
         """Cumulative bucket counts, count and sum per model, of run time and of queue wait.

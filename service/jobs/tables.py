@@ -2,6 +2,9 @@
 
 Times are floats (seconds since the epoch, UTC): lease and duration arithmetic is the
 same on SQLite and PostgreSQL, and the API renders them as ISO 8601.
+
+``owner`` is the SHA-256 (hex) of the API key that made a file, batch or job; another key
+does not see it. Without keys it is "" and everything is shared.
 """
 
 from sqlalchemy import JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
@@ -19,6 +22,7 @@ files = Table(
     Column("path", Text),                                # relative to the data dir; NULL once deleted
     Column("created_at", Float, nullable=False),
     Column("deleted_at", Float),
+    Column("owner", String(64), nullable=False, server_default=""),
 )
 
 batches = Table(
@@ -26,6 +30,7 @@ batches = Table(
     Column("id", String(40), primary_key=True),
     Column("created_at", Float, nullable=False),
     Column("metadata", JSON),
+    Column("owner", String(64), nullable=False, server_default=""),
 )
 
 jobs = Table(
@@ -60,7 +65,9 @@ jobs = Table(
     Column("webhook_attempts", Integer, nullable=False, default=0),
     Column("webhook_next_at", Float),
     Column("webhook_last_error", Text),
+    Column("owner", String(64), nullable=False, server_default=""),
     Index("ix_jobs_status_created", "status", "created_at"),
+    Index("ix_jobs_owner_created", "owner", "created_at"),
     Index("ix_jobs_batch", "batch_id"),
     Index("ix_jobs_finished", "finished_at"),
     Index("ix_jobs_webhook", "webhook_state", "webhook_next_at"),
