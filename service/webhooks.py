@@ -136,6 +136,7 @@ HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+SERVICE = "the service itself"
 
 
 def parse_allow_list(value) -> list[str]:
@@ -175,8 +176,8 @@ def address_problem(address: Address) -> str | None:
             return address_problem(embedded)
     checks = (("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
               ("link-local", address.is_link_local), ("multicast", address.is_multicast),
-              ("shared (CGNAT)", address in CGNAT), ("private", address.is_private),
-              ("reserved", address.is_reserved),
+              ("shared (CGNAT)", address in CGNAT), ("reserved", address.is_reserved),
+              ("private", address.is_private),
               ("site-local", isinstance(address, ipaddress.IPv6Address) and address.is_site_local),
               ("not globally routable", not address.is_global))
     return next((name for name, hit in checks if hit), None)
@@ -294,17 +295,19 @@ class TargetRules:
         for text in found:
             address = ipaddress.ip_address(text.split("%", 1)[0])
             problem = self._problem(address, port, named)
+            shown = host if host == str(address) else f"{host} ({address})"
+            if problem == SERVICE:
+                raise RefusedTarget(f"{shown} port {port} is {SERVICE}: webhooks never call the service's own API")
             if problem:
-                shown = host if host == str(address) else f"{host} ({address})"
                 raise RefusedTarget(f"{shown} is {problem}; webhooks call public addresses only "
-                                      "(an operator can allow internal targets: TALKINGFACE_WEBHOOK_ALLOW)")
+                                    "(an operator can allow internal targets: TALKINGFACE_WEBHOOK_ALLOW)")
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         return Target(scheme, host, port, target, tuple(found))
 
     def _problem(self, address: Address, port: int, named: bool) -> str | None:
         own = address.is_loopback or address.is_unspecified or address in self.own_addresses
         if own and port == self.service_port:
-            return "the service itself"
+            return SERVICE
         if named or any(address in network for network in self.allowed_networks):
             return None
         return address_problem(address) or ("this machine" if own else None)
