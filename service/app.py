@@ -4,6 +4,11 @@ At start-up the job store is migrated and reconciled (jobs left running by worke
 are gone go back to the queue), the webhook dispatcher and the retention sweeper start,
 and with ``start_workers`` (what ``talkingface serve`` does) the embedded worker
 processes are spawned.
+
+Every request passes ``RequestGuard`` (``service.api.guard``) first: API key, body size,
+uploads in flight and body timeout are checked there, before a byte of body is read.
+``app.state.stopping`` is set when the server is asked to stop (``service.server``) and
+at the end of the lifespan; endless responses (event streams) end when they see it.
 """
 
 import gc
@@ -13,12 +18,15 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 
 from service.api import dashboard, errors, files, health, images, jobs, models, motion, pose, talking_face, workers
+from service.api.deps import KeyRing
+from service.api.guard import RequestGuard
 from service.api.serialize import job_body
 from service.jobs.store import JobStore
 from service.prometheus import HTTPMetrics, build_registry
@@ -56,6 +64,7 @@ def create_app(settings: Settings | None = None, start_workers: bool = False) ->
     settings = settings or get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(settings.db_url)
+    stopping = threading.Event()
 
     @asynccontextmanager
     async def lifespan(app):
@@ -80,22 +89,24 @@ def create_app(settings: Settings | None = None, start_workers: bool = False) ->
         try:
             yield
         finally:
+            stopping.set()
             stop.set()
             dispatcher.stop()
             if executor:
                 executor.stop()
             store.dispose()
 
-    # A request may carry two uploads (image + audio) and form fields; anything larger is
-    # refused while it streams in, before it reaches a temporary file.
     app = FastAPI(title="talkingface", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  max_body_size=2 * settings.max_upload_bytes + (1 << 20),
                   description="Talking-face video from a photo and a voice clip, and pose-driven people, "
                               "as durable jobs.")
     app.state.settings = settings
     app.state.store = store
+    app.state.keys = KeyRing(settings.api_keys)
+    app.state.stopping = stopping
     registry, requests, latency = build_registry(store, settings)
     app.state.metrics_registry = registry
+    # Outermost is added last: metrics count what the guard refuses too.
+    app.add_middleware(RequestGuard, settings=settings, keys=app.state.keys)
     app.add_middleware(HTTPMetrics, requests=requests, latency=latency)
     errors.install(app)
     for router in (talking_face.router, pose.router, motion.router, images.router, files.router, jobs.router,
@@ -112,7 +123,8 @@ def add_docs(app):
     @app.get("/docs", include_in_schema=False)
     def swagger_ui(request: Request):
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API",
+        schema = f"{root}{app.openapi_url}{key_query(request)}"
+        return get_swagger_ui_html(openapi_url=schema, title=f"{app.title} - API",
                                    swagger_js_url=f"{root}/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url=f"{root}/docs-assets/swagger-ui.css",
                                    swagger_favicon_url=f"{root}/docs-assets/favicon.png")
@@ -120,6 +132,13 @@ def add_docs(app):
     @app.get("/redoc", include_in_schema=False)
     def redoc(request: Request):
         root = request.scope.get("root_path", "")
-        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API",
+        schema = f"{root}{app.openapi_url}{key_query(request)}"
+        return get_redoc_html(openapi_url=schema, title=f"{app.title} - API",
                               redoc_js_url=f"{root}/docs-assets/redoc.standalone.js",
                               redoc_favicon_url=f"{root}/docs-assets/favicon.png", with_google_fonts=False)
+
+
+def key_query(request: Request) -> str:
+    """``?key=...`` when the docs page was opened with one: its schema request needs the key too."""
+    key = request.query_params.get("key")
+    return f"?{urlencode({'key': key})}" if key else ""

@@ -5,8 +5,9 @@
     talkingface generate --model edn --video dance.mp4 [--target DIR] -o out.mp4
     talkingface models
     talkingface bench MODEL|api
-    talkingface serve [--host --port --workers]
+    talkingface serve [--host --port --workers --insecure]
     talkingface worker
+    talkingface keys create [--scope admin] [--scope metrics]
     talkingface jobs list|show ID|cancel ID
     talkingface data prepare [--model MODEL] --videos DIR --out DIR
     talkingface train MODEL --data DIR --out DIR
@@ -325,25 +326,46 @@ def cmd_bench(args):
 
 
 def _settings(args):
+    from pydantic import ValidationError
+
     from service.settings import Settings
 
     overrides = {k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None)),
-                                   ("workers", getattr(args, "workers", None))) if v is not None}
-    return Settings(**overrides)
+                                   ("workers", getattr(args, "workers", None)),
+                                   ("insecure", getattr(args, "insecure", None) or None)) if v is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        # Where and what only: pydantic's own text repeats the value, which may hold API keys.
+        first = exc.errors()[0]
+        where = "TALKINGFACE_" + "_".join(str(part) for part in first["loc"][:1]).upper()
+        raise TalkingFaceError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def cmd_serve(args):
     import logging
 
-    import uvicorn
-
+    from service import server
     from service.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = _settings(args)
-    # No access log: one line per request costs more than the request at high rates.
-    uvicorn.run(create_app(settings, start_workers=True), host=settings.host, port=settings.port,
-                log_level="info", access_log=False, timeout_graceful_shutdown=10)
+    server.check_bind(settings)           # before anything starts
+    server.run(create_app(settings, start_workers=True), settings)
+
+
+def cmd_keys(args):
+    """``keys create``: a new random key, printed once, and the settings entry (its hash) to add."""
+    import hashlib
+    import secrets
+
+    key = "tfk_" + secrets.token_urlsafe(32)
+    scopes = sorted(set(args.scope or ()))
+    entry = ":".join(["sha256", hashlib.sha256(key.encode()).hexdigest()] + (["+".join(scopes)] if scopes else []))
+    print(key)
+    print(f"settings entry: {entry}")
+    print("The key is shown this once: give it to its user. Add the entry to TALKINGFACE_API_KEYS "
+          "(comma-separated entries); the service keeps only the hash.", file=sys.stderr)
 
 
 def cmd_worker(args):
@@ -606,6 +628,8 @@ def build_parser(command=None):
             built then (the others are listed with their help line alone), so that
             ``talkingface jobs`` or ``serve`` do not import every model first.
     """
+    from service.settings import KEY_SCOPES
+
     parser = argparse.ArgumentParser(prog="talkingface", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -628,7 +652,17 @@ def build_parser(command=None):
     srv.add_argument("--host")
     srv.add_argument("--port", type=int)
     srv.add_argument("--workers", type=int, help="worker processes to start (0: none, use `talkingface worker`)")
+    srv.add_argument("--insecure", action="store_true",
+                     help="serve beyond loopback without API keys (TALKINGFACE_INSECURE=1): anyone who reaches "
+                          "the port can use it")
     srv.set_defaults(func=cmd_serve)
+
+    key = sub.add_parser("keys", help="make API keys: prints a new key once and the settings entry (its hash)")
+    key.add_argument("action", choices=["create"])
+    key.add_argument("--scope", action="append", choices=KEY_SCOPES,
+                     help="admin: sees and acts on every key's jobs and files; metrics: may read /metrics "
+                          "(repeat for both)")
+    key.set_defaults(func=cmd_keys)
 
     wrk = sub.add_parser("worker", help="run one worker against the job store of the same settings")
     wrk.add_argument("--id", help="worker id (default: a new one)")

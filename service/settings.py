@@ -1,9 +1,12 @@
 """Every knob of the service, read from ``TALKINGFACE_*`` environment variables.
 
 Defaults are safe for one machine with nothing else installed: SQLite and artifacts
-under ``./data``, one worker, bound to localhost, no API keys (open to local callers).
+under ``./data``, one worker, bound to localhost, no API keys (open to local callers;
+``talkingface serve`` refuses any other address without keys unless told ``--insecure``).
 """
 
+import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,10 +29,17 @@ class Settings(BaseSettings):
     workers: int = 1                           # embedded worker processes started by `serve`
     device: str = "auto"
     default_model: str = "atvgnet"
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)   # comma-separated; empty = no auth
+    # Comma-separated entries "sha256:<hex of the key>[:scope+scope]" (`talkingface keys create` makes
+    # them), or plain keys (hashed on reading: only hashes are kept). Empty: no authentication.
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    insecure: bool = False                     # `serve` may bind beyond loopback without API keys
+    header_timeout_seconds: float = Field(10.0, gt=0)   # a connection must finish its request headers in this
 
     # Limits on what clients send
     max_upload_bytes: int = 100 * 1024 * 1024
+    max_json_bytes: int = 16 * 1024 * 1024     # a request body that is not multipart (JSON)
+    max_uploads_in_flight: int = Field(8, ge=1)          # bodies being received at once; more: 503
+    body_timeout_seconds: float = Field(30.0, gt=0)      # a body that stops arriving this long: 408
     max_image_pixels: int = 50_000_000
     max_audio_seconds: float = 600.0
     max_batch_jobs: int = 500
@@ -73,12 +83,17 @@ class Settings(BaseSettings):
     @classmethod
     def _split_keys(cls, value):
         if isinstance(value, str):
-            return [k.strip() for k in value.split(",") if k.strip()]
-        return value
+            value = value.split(",")
+        return [key_entry(k.strip()) for k in value or () if k.strip()]
 
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'jobs.db').resolve()}"
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest multipart body: two uploads (image + audio) and the form's fields."""
+        return 2 * self.max_upload_bytes + (1 << 20)
 
     @property
     def files_dir(self) -> Path:
@@ -87,6 +102,30 @@ class Settings(BaseSettings):
     @property
     def results_dir(self) -> Path:
         return self.data_dir / "results"
+
+
+KEY_SCOPES = ("admin", "metrics")     # admin: every tenant's jobs and files; metrics: GET /metrics
+_HASHED_KEY = re.compile(r"sha256:([0-9a-fA-F]{64})(?::([a-z+]*))?")
+
+
+def key_entry(text: str) -> str:
+    """One ``api_keys`` entry as it is kept: ``sha256:<hex>`` or ``sha256:<hex>:<scope>+<scope>``.
+
+    A plain key (anything not starting with ``sha256:``) is hashed here, so the key itself
+    is never kept; it takes no scopes. ValueError names what is wrong without echoing the key.
+    """
+    if text.startswith("sha256:"):
+        match = _HASHED_KEY.fullmatch(text)
+        if not match:
+            raise ValueError("an api_keys entry sha256:<64 hex digits>[:scope+scope] is malformed")
+        scopes = sorted({s for s in (match.group(2) or "").split("+") if s})
+        unknown = [s for s in scopes if s not in KEY_SCOPES]
+        if unknown:
+            raise ValueError(f"unknown API key scope {unknown[0]!r}: scopes are {', '.join(KEY_SCOPES)}")
+        return ":".join(["sha256", match.group(1).lower()] + (["+".join(scopes)] if scopes else []))
+    if not all(33 <= ord(c) <= 126 for c in text):
+        raise ValueError("API keys are printable ASCII without spaces (as a Bearer token is sent)")
+    return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 @lru_cache

@@ -1,4 +1,7 @@
-"""Uploads: ``POST /v1/files`` checks a file by its content and keeps it for jobs to use."""
+"""Uploads: ``POST /v1/files`` checks a file by its content and keeps it for jobs to use.
+
+A file belongs to the API key that uploaded it; for another key it does not exist (404).
+"""
 
 import hashlib
 import os
@@ -9,7 +12,7 @@ from fastapi import APIRouter, Depends, UploadFile
 
 from models.errors import InvalidInput
 from service import media, render
-from service.api.deps import get_settings, get_store, require_key
+from service.api.deps import Principal, get_settings, get_store, require_key
 from service.api.errors import APIError
 from service.api.serialize import iso
 from service.jobs.store import new_id
@@ -57,8 +60,8 @@ def classify(path, settings):
     return "video" if video else "audio"
 
 
-async def save_upload(upload: UploadFile, settings, store, field="file"):
-    """Copy an upload to the data dir within the size cap, check it, record it."""
+async def save_upload(upload: UploadFile, settings, store, field="file", owner=""):
+    """Copy an upload to the data dir within the size cap, check it, record it as ``owner``'s."""
     if upload is None or not upload.filename and upload.size in (None, 0):
         raise APIError(400, "invalid_input", f"the multipart field '{field}' is missing")
     settings.files_dir.mkdir(parents=True, exist_ok=True)
@@ -87,14 +90,14 @@ async def save_upload(upload: UploadFile, settings, store, field="file"):
         os.replace(tmp, settings.data_dir / relative)
         tmp = str(settings.data_dir / relative)     # removed below when its row cannot be written
         return store.add_file(kind, size, digest.hexdigest(), (upload.filename or "")[:255],
-                              (upload.content_type or "")[:100], relative, file_id=file_id)
+                              (upload.content_type or "")[:100], relative, file_id=file_id, owner=owner)
     except BaseException:               # a refusal, a full disk or database: no file is left behind
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def save_array(array, settings, store, filename="condition.npy"):
+def save_array(array, settings, store, filename="condition.npy", owner=""):
     """Keep a vector given in a request's JSON as an ``array`` file, as if it had been uploaded."""
     import io
 
@@ -115,30 +118,39 @@ def save_array(array, settings, store, filename="condition.npy"):
         Path(tmp).unlink(missing_ok=True)
         raise
     return store.add_file("array", len(data), hashlib.sha256(data).hexdigest(), filename, "application/x-npy",
-                          relative, file_id=file_id)
+                          relative, file_id=file_id, owner=owner)
 
 
 @router.post("", status_code=201)
-async def upload_file(file: UploadFile, settings=Depends(get_settings), store=Depends(get_store)):
+async def upload_file(file: UploadFile, settings=Depends(get_settings), store=Depends(get_store),
+                      principal: Principal = Depends(require_key)):
     """Upload an image, audio, video, pose (OpenPose JSON) or vector (NumPy .npy) once; use its id in jobs."""
-    return file_body(await save_upload(file, settings, store))
+    return file_body(await save_upload(file, settings, store, owner=principal.owner))
 
 
-@router.get("/{file_id}")
-def get_file(file_id: str, store=Depends(get_store)):
+def get_file_or_404(store, file_id, principal: Principal):
+    """The file's row if ``principal`` may see it; else APIError 404, the same whether it exists or not."""
     row = store.get_file(file_id)
-    if row is None:
+    if not principal.can_see(row):
         raise APIError(404, "not_found", f"no file {file_id}")
-    return file_body(row)
+    return row
 
 
-@router.delete("/{file_id}")
-def delete_file(file_id: str, settings=Depends(get_settings), store=Depends(get_store)):
-    row = store.get_file(file_id)
-    if row is None:
-        raise APIError(404, "not_found", f"no file {file_id}")
+def remove_file(row, settings, store):
+    """Delete a stored file: its bytes, then its row (marked deleted)."""
     # The bytes go first: on a full disk that frees the room the database needs to record it.
     if row["path"]:
         Path(settings.data_dir / row["path"]).unlink(missing_ok=True)
-    store.delete_file(file_id)
+    store.delete_file(row["id"])
+
+
+@router.get("/{file_id}")
+def get_file(file_id: str, store=Depends(get_store), principal: Principal = Depends(require_key)):
+    return file_body(get_file_or_404(store, file_id, principal))
+
+
+@router.delete("/{file_id}")
+def delete_file(file_id: str, settings=Depends(get_settings), store=Depends(get_store),
+                principal: Principal = Depends(require_key)):
+    remove_file(get_file_or_404(store, file_id, principal), settings, store)
     return {"id": file_id, "object": "file", "deleted": True}

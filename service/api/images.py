@@ -15,11 +15,11 @@ from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from service.api.deps import get_settings, get_store, require_key
+from service.api.deps import Principal, get_settings, get_store, require_key
 from service.api.errors import APIError
 from service.api.files import save_array
 from service.api.jobs import Inputs, JobCreate, Webhook, check_image_request, check_model
-from service.api.one_call import submit_and_wait, wait_seconds
+from service.api.one_call import Uploads, answer_when_done, submit, wait_seconds
 from service.media import MAX_ARRAY_VALUES
 
 router = APIRouter(tags=["images"], dependencies=[Depends(require_key)])
@@ -61,7 +61,8 @@ def split_condition(condition) -> Condition:
 
 
 @router.post("/v1/images", responses={200: {"content": {"image/png": {}, "application/zip": {}}}, 202: {}})
-async def images(request: ImageRequest, settings=Depends(get_settings), store=Depends(get_store)):
+async def images(request: ImageRequest, settings=Depends(get_settings), store=Depends(get_store),
+                 principal: Principal = Depends(require_key)):
     """One call: ``n`` images from a seed (and a condition)."""
     condition = split_condition(request.condition)
     if condition.vector is not None and condition.file is not None:
@@ -84,7 +85,11 @@ async def images(request: ImageRequest, settings=Depends(get_settings), store=De
                                                     f"{MAX_ARRAY_VALUES} numbers in all")
         if not rows[0]:
             raise APIError(422, "validation_error", "condition.vector is empty")
-        file_id = (await run_in_threadpool(save_array, condition.vector, settings, store))["id"]
-    spec = JobCreate(task="image-generation", model=model, inputs=Inputs(condition=file_id), options=options,
-                     webhook=request.webhook)
-    return await submit_and_wait(spec, wait_seconds(request.wait, settings), settings, store)
+    async with Uploads(settings, store, principal) as uploads:
+        if condition.vector is not None:
+            file_id = uploads.keep(await run_in_threadpool(save_array, condition.vector, settings, store,
+                                                           owner=principal.owner))["id"]
+        spec = JobCreate(task="image-generation", model=model, inputs=Inputs(condition=file_id), options=options,
+                         webhook=request.webhook)
+        job = await submit(spec, settings, store, principal)
+    return await answer_when_done(job, wait_seconds(request.wait, settings), settings, store)

@@ -1,4 +1,8 @@
-"""Jobs: submit, list, follow, cancel, fetch the result. Batches submit many at once."""
+"""Jobs: submit, list, follow, cancel, fetch the result. Batches submit many at once.
+
+Every job, batch and input file belongs to the API key that made it (``service.api.deps``):
+for another key it does not exist (404, and left out of lists), unless that key is ``admin``.
+"""
 
 import asyncio
 import json
@@ -14,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from models import registry
 from models.common.pipeline import InvalidOption, check_options
 from models.errors import TalkingFaceError
-from service.api.deps import get_settings, get_store, require_key
+from service.api.deps import ANONYMOUS, Principal, get_settings, get_store, require_key
 from service.api.errors import APIError
 from service.api.serialize import iso, job_body
 from service.jobs.store import FINAL, JobStatus
@@ -100,8 +104,11 @@ def check_model(model, task, options, settings):
         raise APIError(400, exc.code, exc.message) from None
 
 
-def check_job(job: JobCreate, settings, store):
-    """A job spec the store accepts, or APIError naming the first problem."""
+def check_job(job: JobCreate, settings, store, principal: Principal = ANONYMOUS):
+    """A job spec the store accepts, or APIError naming the first problem.
+
+    Input files and a motion target must be ``principal``'s: another key's are not found.
+    """
     model, options = check_model(job.model, job.task, job.options, settings)
     task = TASKS[job.task]
     given = job.inputs.model_dump(exclude_none=True)
@@ -114,12 +121,12 @@ def check_job(job: JobCreate, settings, store):
     for role, file_id in given.items():
         kinds = wanted[role]
         row = found.get(file_id)
-        if row is None:
+        if not principal.can_see(row):
             raise APIError(404, "file_not_found", f"inputs.{role}: no file {file_id}")
         if row["kind"] not in kinds:
             raise APIError(400, "invalid_input", f"inputs.{role}: file {file_id} is {row['kind']}, not {kinds[0]}")
     if options.get("target") is not None and job.task == "motion-transfer":
-        check_target(store, model, options["target"])
+        check_target(store, model, options["target"], principal)
     if job.task == "image-generation":
         check_image_request(model, options, given, settings)
     if job.webhook:
@@ -145,10 +152,10 @@ def check_image_request(model, options, inputs, settings):
         raise APIError(400, "invalid_input", f"model {model} needs a condition: {' or '.join(taken)}")
 
 
-def check_target(store, model, target):
+def check_target(store, model, target, principal: Principal = ANONYMOUS):
     """A motion-transfer ``target`` option must be the id of a finished motion-target job of the model."""
     row = store.get_job(target) if isinstance(target, str) and target.startswith("job_") else None
-    if row is None or row["task"] != "motion-target" or row["model"] != model:
+    if not principal.can_see(row) or row["task"] != "motion-target" or row["model"] != model:
         raise APIError(404, "not_found", f"options.target: no {model} target {target!r} "
                                          "(a target is the id of a POST /v1/motion-targets job)")
     if row["status"] != JobStatus.succeeded:
@@ -157,48 +164,56 @@ def check_target(store, model, target):
         raise APIError(410, "gone", f"options.target: target {target} was deleted")
 
 
-def get_job_or_404(store, job_id):
+def get_job_or_404(store, job_id, principal: Principal = ANONYMOUS):
+    """The job's row if ``principal`` may see it; else APIError 404, the same whether it exists or not."""
     row = store.get_job(job_id)
-    if row is None:
+    if not principal.can_see(row):
         raise APIError(404, "not_found", f"no job {job_id}")
     return row
 
 
 @router.post("/v1/jobs", status_code=202)
-def create_job(job: JobCreate, request: Request, settings=Depends(get_settings), store=Depends(get_store)):
+def create_job(job: JobCreate, request: Request, settings=Depends(get_settings), store=Depends(get_store),
+               principal: Principal = Depends(require_key)):
     """Queue one job; answers 202 with the job and its URL in ``Location``."""
-    _, [row] = store.create_jobs([check_job(job, settings, store)], settings.max_attempts)
+    _, [row] = store.create_jobs([check_job(job, settings, store, principal)], settings.max_attempts,
+                                 owner=principal.owner)
     return JSONResponse(job_body(row), status_code=202, headers={"Location": f"/v1/jobs/{row['id']}"})
 
 
 @router.get("/v1/jobs")
 def list_jobs(status: list[JobStatus] | None = Query(None), model: str | None = None,
               batch_id: str | None = None, limit: int = Query(20, ge=1, le=200), after: str | None = None,
-              store=Depends(get_store)):
-    """Newest first. ``after`` is the last id of the previous page."""
-    rows, more = store.list_jobs(status=status, model=model, batch_id=batch_id, limit=limit, before=after)
+              store=Depends(get_store), principal: Principal = Depends(require_key)):
+    """Newest first. ``after`` is the last id of the previous page (400 when it names no job of yours)."""
+    if after is not None and not principal.can_see(store.get_job(after)):
+        raise APIError(400, "invalid_input", f"after: no job {after} (give the next_after of the previous page)")
+    rows, more = store.list_jobs(status=status, model=model, batch_id=batch_id, limit=limit, before=after,
+                                 owner=principal.owner_filter)
     return {"object": "list", "data": [job_body(r) for r in rows], "has_more": more,
             "next_after": rows[-1]["id"] if more and rows else None}
 
 
 @router.get("/v1/jobs/{job_id}")
-def get_job(job_id: str, store=Depends(get_store)):
-    return job_body(get_job_or_404(store, job_id))
+def get_job(job_id: str, store=Depends(get_store), principal: Principal = Depends(require_key)):
+    return job_body(get_job_or_404(store, job_id, principal))
 
 
 @router.post("/v1/jobs/{job_id}/cancel")
-def cancel_job(job_id: str, store=Depends(get_store)):
+def cancel_job(job_id: str, store=Depends(get_store), principal: Principal = Depends(require_key)):
     """Queued jobs stop at once; running ones at their next chunk of frames."""
-    row = get_job_or_404(store, job_id)
+    row = get_job_or_404(store, job_id, principal)
     if row["status"] in FINAL:
         raise APIError(409, "already_finished", f"job {job_id} is already {row['status']}")
     return job_body(store.cancel(job_id))
 
 
 @router.get("/v1/jobs/{job_id}/result")
-def get_result(job_id: str, settings=Depends(get_settings), store=Depends(get_store)):
-    """The MP4 or PNG the job made (Range requests supported)."""
-    row = get_job_or_404(store, job_id)
+@router.head("/v1/jobs/{job_id}/result", include_in_schema=False)
+def get_result(job_id: str, settings=Depends(get_settings), store=Depends(get_store),
+               principal: Principal = Depends(require_key)):
+    """The MP4 or PNG the job made (Range requests supported; HEAD answers the headers alone)."""
+    row = get_job_or_404(store, job_id, principal)
     if row["status"] != JobStatus.succeeded:
         raise APIError(409, "not_ready", f"job {job_id} is {row['status']}; its result is not available")
     if not row["result_path"] or not (settings.data_dir / row["result_path"]).is_file():
@@ -216,10 +231,11 @@ def result_response(settings, row, headers=None):
 
 
 @router.delete("/v1/jobs/{job_id}")
-def delete_job_artifacts(job_id: str, settings=Depends(get_settings), store=Depends(get_store)):
+def delete_job_artifacts(job_id: str, settings=Depends(get_settings), store=Depends(get_store),
+                         principal: Principal = Depends(require_key)):
     """Delete the job's result file, and a motion-target job's trained target (the job's record stays,
     for history and metrics)."""
-    row = get_job_or_404(store, job_id)
+    row = get_job_or_404(store, job_id, principal)
     if row["status"] not in FINAL:
         raise APIError(409, "not_finished", f"job {job_id} is {row['status']}; cancel it first")
     if row["result_path"]:
@@ -230,13 +246,18 @@ def delete_job_artifacts(job_id: str, settings=Depends(get_settings), store=Depe
 
 
 @router.get("/v1/jobs/{job_id}/events")
-async def job_events(job_id: str, request: Request, store=Depends(get_store)):
-    """Server-sent events: one ``job`` event per change of status or progress, until it ends."""
-    get_job_or_404(store, job_id)
+async def job_events(job_id: str, request: Request, store=Depends(get_store),
+                     principal: Principal = Depends(require_key)):
+    """Server-sent events: one ``job`` event per change of status or progress, until it ends.
+
+    The stream also ends, cleanly, when the server is stopping; a client reconnects to the next one.
+    """
+    await run_in_threadpool(get_job_or_404, store, job_id, principal)
+    stopping = request.app.state.stopping
 
     async def stream():
         last = None
-        while not await request.is_disconnected():
+        while not stopping.is_set() and not await request.is_disconnected():
             row = await run_in_threadpool(store.get_job, job_id)
             state = (row["status"], round(row["progress"] or 0, 3))
             if state != last:
@@ -251,25 +272,27 @@ async def job_events(job_id: str, request: Request, store=Depends(get_store)):
 
 
 @router.post("/v1/batches", status_code=202)
-def create_batch(batch: BatchCreate, settings=Depends(get_settings), store=Depends(get_store)):
+def create_batch(batch: BatchCreate, settings=Depends(get_settings), store=Depends(get_store),
+                 principal: Principal = Depends(require_key)):
     """Queue many jobs in one call; all are checked before any is queued."""
     if len(batch.jobs) > settings.max_batch_jobs:
         raise APIError(400, "too_many_jobs", f"a batch holds at most {settings.max_batch_jobs} jobs")
     specs = []
     for i, job in enumerate(batch.jobs):
         try:
-            specs.append(check_job(job, settings, store))
+            specs.append(check_job(job, settings, store, principal))
         except APIError as exc:
             raise APIError(exc.status, exc.code, f"jobs[{i}]: {exc.message}") from None
-    batch_id, _ = store.create_jobs(specs, settings.max_attempts, batch_metadata=batch.metadata, batch=True)
+    batch_id, _ = store.create_jobs(specs, settings.max_attempts, batch_metadata=batch.metadata, batch=True,
+                                    owner=principal.owner)
     return JSONResponse(batch_body(store.get_batch(batch_id)), status_code=202,
                         headers={"Location": f"/v1/batches/{batch_id}"})
 
 
 @router.get("/v1/batches/{batch_id}")
-def get_batch(batch_id: str, store=Depends(get_store)):
+def get_batch(batch_id: str, store=Depends(get_store), principal: Principal = Depends(require_key)):
     row = store.get_batch(batch_id)
-    if row is None:
+    if not principal.can_see(row):
         raise APIError(404, "not_found", f"no batch {batch_id}")
     return batch_body(row)
 

@@ -3,6 +3,9 @@
 ``POST /v1/talking-face`` and ``POST /v1/pose-transfer`` turn a form into a job like any
 other, then wait for it up to ``wait`` seconds. Done in time: 200 with the result. Not
 yet: 202 with the job, to follow at its ``Location``.
+
+The files a request stores are kept by ``Uploads``: a request refused before its job is
+queued (its second upload rejected, a bad option) leaves none of them behind.
 """
 
 import asyncio
@@ -12,7 +15,9 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from service.api.deps import ANONYMOUS, Principal
 from service.api.errors import APIError
+from service.api.files import remove_file, save_upload
 from service.api.jobs import JobCreate, check_job, result_response
 from service.api.serialize import job_body
 from service.jobs.store import FINAL, JobStatus
@@ -38,10 +43,44 @@ def wait_seconds(wait, settings) -> float:
     return settings.default_wait_seconds if wait is None else max(0.0, min(wait, settings.max_wait_seconds))
 
 
-async def submit_and_wait(spec: JobCreate, wait: float, settings, store):
-    """Queue ``spec``; answer its result if it ends within ``wait`` seconds, else 202 with the job."""
-    spec = await run_in_threadpool(check_job, spec, settings, store)
-    _, [row] = await run_in_threadpool(store.create_jobs, [spec], settings.max_attempts)
+class Uploads:
+    """``async with Uploads(...) as uploads``: the files stored inside are removed if the block fails."""
+
+    def __init__(self, settings, store, principal: Principal = ANONYMOUS):
+        self.settings, self.store, self.principal = settings, store, principal
+        self.rows = []
+
+    async def save(self, upload, field):
+        """``save_upload`` as the caller's file, removed again if the request fails."""
+        return self.keep(await save_upload(upload, self.settings, self.store, field, owner=self.principal.owner))
+
+    def keep(self, row):
+        """Remove ``row``'s file too if the request fails; returns it."""
+        self.rows.append(row)
+        return row
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, exc_type, exc, traceback):
+        # Done here, without awaiting: the failure may be the task being canceled.
+        for row in self.rows if exc_type else ():
+            try:
+                remove_file(row, self.settings, self.store)
+            except Exception:       # the sweep of expired files removes it later
+                pass
+        return False
+
+
+async def submit(spec: JobCreate, settings, store, principal: Principal = ANONYMOUS):
+    """Check ``spec`` and queue it as ``principal``'s job; returns its row."""
+    spec = await run_in_threadpool(check_job, spec, settings, store, principal)
+    _, [row] = await run_in_threadpool(store.create_jobs, [spec], settings.max_attempts, owner=principal.owner)
+    return row
+
+
+async def answer_when_done(row, wait: float, settings, store):
+    """The job's result if it ends within ``wait`` seconds; its error if it fails; else 202 with the job."""
     deadline = time.monotonic() + wait
     while row["status"] not in FINAL and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

@@ -11,10 +11,9 @@ model's declared options (``seed``, and the model's own such as ``variant``, as 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from service.api.deps import get_settings, get_store, require_key
-from service.api.files import save_upload
+from service.api.deps import Principal, get_settings, get_store, require_key
 from service.api.jobs import Inputs, JobCreate, check_model
-from service.api.one_call import form_options, submit_and_wait, wait_seconds
+from service.api.one_call import Uploads, answer_when_done, form_options, submit, wait_seconds
 
 router = APIRouter(tags=["pose-transfer"], dependencies=[Depends(require_key)])
 
@@ -31,13 +30,16 @@ async def pose_transfer(
     wait: float | None = Form(None, description="seconds to wait for the image before answering 202"),
     settings=Depends(get_settings),
     store=Depends(get_store),
+    principal: Principal = Depends(require_key),
 ):
     """One call, one image. Options go as further form fields (see ``GET /v1/models``)."""
     options = await form_options(request, REQUEST_FIELDS)
     # Checked before the uploads are stored: a bad option costs the client nothing to redo.
     model, options = await run_in_threadpool(check_model, model, "pose-transfer", options, settings)
-    image_row = await save_upload(image, settings, store, "image")
-    pose_row = await save_upload(pose, settings, store, "pose")
-    spec = JobCreate(task="pose-transfer", model=model, inputs=Inputs(image=image_row["id"], pose=pose_row["id"]),
-                     options=options)
-    return await submit_and_wait(spec, wait_seconds(wait, settings), settings, store)
+    async with Uploads(settings, store, principal) as uploads:
+        image_row = await uploads.save(image, "image")
+        pose_row = await uploads.save(pose, "pose")
+        spec = JobCreate(task="pose-transfer", model=model, inputs=Inputs(image=image_row["id"], pose=pose_row["id"]),
+                         options=options)
+        job = await submit(spec, settings, store, principal)
+    return await answer_when_done(job, wait_seconds(wait, settings), settings, store)

@@ -15,11 +15,10 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from models import registry
-from service.api.deps import get_settings, get_store, require_key
+from service.api.deps import Principal, get_settings, get_store, require_key
 from service.api.errors import APIError
-from service.api.files import save_upload
 from service.api.jobs import Inputs, JobCreate, check_model
-from service.api.one_call import form_options, submit_and_wait, wait_seconds
+from service.api.one_call import Uploads, answer_when_done, form_options, submit, wait_seconds
 
 router = APIRouter(tags=["talking-face"], dependencies=[Depends(require_key)])
 
@@ -38,6 +37,7 @@ async def talking_face(
     wait: float | None = Form(None, description="seconds to wait for the video before answering 202"),
     settings=Depends(get_settings),
     store=Depends(get_store),
+    principal: Principal = Depends(require_key),
 ):
     """One call, one video. Options go as further form fields (see ``GET /v1/models``)."""
     if audio is None and video is None:
@@ -47,11 +47,12 @@ async def talking_face(
     options = await form_options(request, REQUEST_FIELDS)
     # Checked before the uploads are stored: a bad option costs the client nothing to redo.
     model, options = await run_in_threadpool(check_model, model, "talking-face", options, settings)
-    image_row = await save_upload(image, settings, store, "image")
-    driving_row = await save_upload(audio or video, settings, store, "audio" if audio else "video")
-    # A video drives the lips of models that read them; for the others it is a voice.
-    as_video = (video is not None and driving_row["kind"] == "video"
-                and registry.accepts_video(model))
-    inputs = Inputs(image=image_row["id"], **{"video" if as_video else "audio": driving_row["id"]})
-    spec = JobCreate(model=model, inputs=inputs, options=options)
-    return await submit_and_wait(spec, wait_seconds(wait, settings), settings, store)
+    async with Uploads(settings, store, principal) as uploads:
+        image_row = await uploads.save(image, "image")
+        driving_row = await uploads.save(audio or video, "audio" if audio else "video")
+        # A video drives the lips of models that read them; for the others it is a voice.
+        as_video = (video is not None and driving_row["kind"] == "video"
+                    and registry.accepts_video(model))
+        inputs = Inputs(image=image_row["id"], **{"video" if as_video else "audio": driving_row["id"]})
+        job = await submit(JobCreate(model=model, inputs=inputs, options=options), settings, store, principal)
+    return await answer_when_done(job, wait_seconds(wait, settings), settings, store)
