@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         from service.webhooks import parse_allow_list  # where the rules that read the list live
         return parse_allow_list(value)
 
+    # Provenance: results carry a signed C2PA manifest and an invisible watermark (false: neither)
+    provenance: bool = True
+    signing_key: Path | None = None            # PEM private key; with signing_cert. Unset: a development
+    signing_cert: Path | None = None           # key and certificate generated once under <data_dir>/signing
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value):
