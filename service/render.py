@@ -20,11 +20,15 @@ are checked (``models.common.pipeline.check_options``), and the result is writte
 
 ``TASKS`` says, per task, which input files a job takes, which kinds of upload each
 accepts, and what the result is; the job API, the worker and the CLI read it.
+
+Every MP4 and PNG is labelled as made by a model (``service.provenance``): its metadata
+names the model and its weights' sha256, and unless ``provenance`` (the worker's settings;
+the environment's for the CLI) says off, the frames carry an invisible watermark and the
+file a signed C2PA manifest.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -40,6 +44,7 @@ from models import ImageCondition, MotionTransferInput, PoseTransferInput, Talki
 from models.common.pipeline import check_options
 from models.errors import InvalidInput
 from service import media
+from service.provenance import Label, Provenance
 
 SAMPLE_RATE = 16000      # what the voice is decoded to; pipelines resample from it
 
@@ -102,16 +107,22 @@ def read_talking_face_files(pipe, files: dict, options: dict, limits=Limits()) -
 
 
 def _prepare(pipe, options):
-    """The request's options checked, torch seeded when asked, and the file's comment."""
+    """The request's options checked, torch seeded when asked, and the label of what made the file."""
     options = check_options(type(pipe) if not isinstance(pipe, type) else pipe, dict(options or {}))
     if options.get("seed") is not None:
         # The talking-face models are deterministic; models that sample draw from this seed.
         torch.manual_seed(options["seed"])
-    return options, f"talkingface {pipe.name}; weights: {pipe.info.get('weights')}"
+    return options, Label.of(pipe)
+
+
+def _made_by(pipe, label: Label) -> dict:
+    """The ``info`` every result has: the weights, their sha256 and the device."""
+    return {"weights": pipe.info.get("weights"), "weights_sha256": label.weights_sha256,
+            "device": pipe.info.get("device")}
 
 
 def render(pipe, inputs: TalkingFaceInput, output, options=None, progress=None, reference=None,
-           comment="") -> Rendered:
+           comment="", provenance: Provenance | None = None) -> Rendered:
     """Write the clip ``pipe`` makes of ``inputs`` to the MP4 ``output``.
 
     Args:
@@ -123,17 +134,18 @@ def render(pipe, inputs: TalkingFaceInput, output, options=None, progress=None, 
         progress: ``progress(done, total)`` after every chunk.
         reference: ``pipe.prepare_reference``'s result when the caller already has it.
         comment: added to the MP4's comment after the model and weights.
+        provenance: how the file is labelled (default: ``Provenance.for_cli()``).
     """
     options, label = _prepare(pipe, options)
-    metadata = {"comment": label + comment}
-    with media.Mp4Writer(output, fps=pipe.fps, audio=inputs.audio, sample_rate=inputs.sample_rate,
-                         metadata=metadata) as writer:
+    labels = provenance or Provenance.for_cli()
+    with labels.signed(output, "video/mp4", label) as target, \
+            media.Mp4Writer(target, fps=pipe.fps, audio=inputs.audio, sample_rate=inputs.sample_rate,
+                            metadata={"comment": label.text() + comment}) as writer:
         for chunk in pipe.frame_chunks(inputs, paste_back=bool(options.get("paste_back")), progress=progress,
                                        reference=reference, **pipe.call_options(options)):
-            writer.write(np.ascontiguousarray(chunk))
+            writer.write(labels.mark(np.ascontiguousarray(chunk), label))
         generated_at = time.time()
-    info = {"weights": pipe.info.get("weights"), "device": pipe.info.get("device"),
-            "driven_by": "video" if inputs.video is not None else "audio"}
+    info = {**_made_by(pipe, label), "driven_by": "video" if inputs.video is not None else "audio"}
     return Rendered(frames=writer.frames_written, seconds=writer.frames_written / pipe.fps,
                     generated_at=generated_at, info=info)
 
@@ -173,23 +185,19 @@ def read_pose_inputs(pipe, files: dict, options: dict | None = None, limits=Limi
     return PoseTransferInput(image=photo, pose=keypoints, pose_size=size)
 
 
-def render_pose(pipe, inputs: PoseTransferInput, output, options=None, progress=None, comment="", **_) -> Rendered:
+def render_pose(pipe, inputs: PoseTransferInput, output, options=None, progress=None, comment="",
+                provenance: Provenance | None = None, **_) -> Rendered:
     """Write the image ``pipe`` makes of ``inputs`` to the PNG ``output``."""
-    from PIL import Image, PngImagePlugin
-
     options, label = _prepare(pipe, options)
     if progress is not None:
         progress(0, 1)
     image = pipe(inputs, **pipe.call_options(options))
-    text = PngImagePlugin.PngInfo()
-    text.add_text("Comment", label + comment)
-    text.add_text("Software", "talkingface")
-    Image.fromarray(np.ascontiguousarray(image)).save(output, format="PNG", pnginfo=text)
+    labels = provenance or Provenance.for_cli()
+    Path(output).write_bytes(labels.png(image, label.text() + comment, label, title=Path(output).name))
     generated_at = time.time()
     if progress is not None:
         progress(1, 1)
-    info = {"weights": pipe.info.get("weights"), "device": pipe.info.get("device"),
-            "size": [int(image.shape[0]), int(image.shape[1])]}
+    info = {**_made_by(pipe, label), "size": [int(image.shape[0]), int(image.shape[1])]}
     return Rendered(frames=1, seconds=0.0, generated_at=generated_at, info=info)
 
 
@@ -205,16 +213,18 @@ def read_motion_inputs(pipe, files: dict, options: dict | None = None, limits=Li
 
 
 def render_motion(pipe, inputs: MotionTransferInput, output, options=None, progress=None, comment="",
-                  **_) -> Rendered:
+                  provenance: Provenance | None = None, **_) -> Rendered:
     """Write the clip of the target person doing the source's motion to the MP4 ``output``."""
     options, label = _prepare(pipe, options)
-    with media.Mp4Writer(output, fps=pipe.fps, audio=inputs.audio, sample_rate=inputs.sample_rate,
-                         metadata={"comment": label + comment}) as writer:
+    labels = provenance or Provenance.for_cli()
+    with labels.signed(output, "video/mp4", label) as target, \
+            media.Mp4Writer(target, fps=pipe.fps, audio=inputs.audio, sample_rate=inputs.sample_rate,
+                            metadata={"comment": label.text() + comment}) as writer:
         for chunk in pipe.frame_chunks(inputs, progress=progress, **pipe.call_options(options)):
-            writer.write(np.ascontiguousarray(chunk))
+            writer.write(labels.mark(np.ascontiguousarray(chunk), label))
         generated_at = time.time()
-    info = {"weights": pipe.info.get("weights"), "device": pipe.info.get("device"),
-            "target": options.get("target"), "normalisation": getattr(pipe, "last_normalisation", None)}
+    info = {**_made_by(pipe, label), "target": options.get("target"),
+            "normalisation": getattr(pipe, "last_normalisation", None)}
     return Rendered(frames=writer.frames_written, seconds=writer.frames_written / pipe.fps,
                     generated_at=generated_at, info=info)
 
@@ -234,10 +244,10 @@ def train_target(pipe, video: Path, output, options=None, progress=None, comment
     """Train a target person from ``video``; the folder is ``target_folder(output)``, the result a summary."""
     options, label = _prepare(pipe, options)
     summary = pipe.train_target(video, target_folder(output), progress=progress, **pipe.call_options(options))
-    summary = {"object": "motion_target", "model": pipe.name, "made_by": label + comment,
+    summary = {"object": "motion_target", "model": pipe.name, "made_by": label.text() + comment,
                **{k: v for k, v in summary.items() if k != "target"}}
     Path(output).write_text(json.dumps(summary, indent=2) + "\n")
-    info = {"weights": pipe.info.get("weights"), "device": pipe.info.get("device")}
+    info = _made_by(pipe, label)
     return Rendered(frames=0, seconds=0.0, generated_at=time.time(), info=info)
 
 
@@ -262,24 +272,22 @@ def image_result(options) -> tuple[str, str]:
     return (".zip", "application/zip") if (options or {}).get("format") == "zip" else (".png", "image/png")
 
 
-def _png_bytes(image, comment) -> bytes:
-    from PIL import Image, PngImagePlugin
-
-    text = PngImagePlugin.PngInfo()
-    text.add_text("Comment", comment)
-    text.add_text("Software", "talkingface")
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", pnginfo=text)
-    return buffer.getvalue()
-
-
-def write_images(result, output, comment="", layout=None) -> Path:
+def write_images(result, output, comment="", layout=None, label: Label | None = None,
+                 provenance: Provenance | None = None) -> Path:
     """Write ``result`` (``models.Images``) as ``layout``: "png" (the image, or a grid of several;
     with levels, one row per image: its levels then itself), "zip" (``images/0000.png``,
     ``levels/<name>/0000.png``, ``info.json``) or "folder" (the zip's files in the folder
     ``output``). ``layout`` defaults to what ``output``'s suffix says.
+
+    With a ``label`` (what made the images) each PNG is labelled as ``provenance`` says
+    (default ``Provenance.for_cli()``); without one, the PNGs carry ``comment`` alone.
     """
     from models.common.images import image_grid, level_grid
+
+    labels = provenance or (Provenance.for_cli() if label is not None else Provenance(enabled=False))
+
+    def png(image, name):
+        return labels.png(image, comment, label, title=name)
 
     output = Path(output)
     layout = layout or {".zip": "zip", ".png": "png"}.get(output.suffix.lower(), "folder")
@@ -287,11 +295,11 @@ def write_images(result, output, comment="", layout=None) -> Path:
         images = result.images
         picture = (level_grid(result.levels, images) if result.levels
                    else images[0] if len(images) == 1 else image_grid(images))
-        output.write_bytes(_png_bytes(picture, comment))
+        output.write_bytes(png(picture, output.name))
         return output
-    files = {f"images/{i:04d}.png": _png_bytes(image, comment) for i, image in enumerate(result.images)}
+    files = {f"images/{i:04d}.png": png(image, f"{i:04d}.png") for i, image in enumerate(result.images)}
     for name, level in result.levels:
-        files.update({f"levels/{name}/{i:04d}.png": _png_bytes(image, comment) for i, image in enumerate(level)})
+        files.update({f"levels/{name}/{i:04d}.png": png(image, f"{i:04d}.png") for i, image in enumerate(level)})
     files["info.json"] = (json.dumps(result.info, indent=2, default=str) + "\n").encode()
     if layout == "zip":
         with zipfile.ZipFile(output, "w", zipfile.ZIP_STORED) as archive:     # PNGs are compressed already
@@ -305,12 +313,13 @@ def write_images(result, output, comment="", layout=None) -> Path:
 
 
 def render_images(pipe, condition: ImageCondition, output, options=None, progress=None, comment="", layout=None,
-                  **_) -> Rendered:
+                  provenance: Provenance | None = None, **_) -> Rendered:
     """Draw ``options["n"]`` images and write them (``write_images``) to ``output``.
 
     Without a ``seed`` one is drawn and reported, so that any result can be made again.
     The files name the model, weights and seed but not ``comment`` (a job's id): the same
-    request gives byte-identical files.
+    request gives the same pixels and metadata (a C2PA manifest's salts and signature differ
+    from one signing to the next, so signed files are not byte-identical).
     """
     options = dict(options or {})
     if options.get("seed") is None:
@@ -323,11 +332,12 @@ def render_images(pipe, condition: ImageCondition, output, options=None, progres
                   **pipe.call_options(options))
     result.info = {**result.info, "seed": options["seed"], "n": n}
     layout = layout or ("zip" if options.get("format") == "zip" else "png")
-    write_images(result, output, comment=f"{label}; seed {options['seed']}", layout=layout)
+    write_images(result, output, comment=f"{label.text()}; seed {options['seed']}", layout=layout, label=label,
+                 provenance=provenance or Provenance.for_cli())
     generated_at = time.time()
     if progress is not None:
         progress(n, n)
-    info = {"weights": pipe.info.get("weights"), "device": pipe.info.get("device"), "seed": options["seed"],
+    info = {**_made_by(pipe, label), "seed": options["seed"],
             "size": [int(result.images.shape[1]), int(result.images.shape[2])],
             "levels": [name for name, _ in result.levels],
             **{k: v for k, v in result.info.items() if k not in ("weights", "device", "seed", "n")}}
@@ -348,7 +358,7 @@ class Task:
         required: groups of roles; a job gives exactly one role of each group.
         suffix, media_type: of the result file.
         read: ``read(pipe or its class, {role: path}, options, limits)`` -> the model's input.
-        render: ``render(pipe, inputs, output, options=, progress=, comment=)`` -> ``Rendered``.
+        render: ``render(pipe, inputs, output, options=, progress=, comment=, provenance=)`` -> ``Rendered``.
         model_task: the registry ``task`` of the models that run it (``name`` unless said).
         result_type: ``result_type(options)`` -> (suffix, media type) when the options decide
             them (``suffix`` and ``media_type`` otherwise).

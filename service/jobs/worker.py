@@ -151,7 +151,8 @@ class Worker:
         settings.results_dir.mkdir(parents=True, exist_ok=True)
         relative = f"results/{job['id']}{task.result_file(options)[0]}"
         path = settings.data_dir / relative
-        done = task.render(pipe, sample, path, options=options, progress=progress, comment=f"; job {job['id']}")
+        done = task.render(pipe, sample, path, options=options, progress=progress, comment=f"; job {job['id']}",
+                           provenance=render.Provenance.from_settings(settings))
         return dict(result_path=relative, result_bytes=path.stat().st_size, frames=done.frames,
                     generated_at=done.generated_at, info=done.info)
 
