@@ -397,6 +397,23 @@ def cmd_jobs(args):
     print(json.dumps(job_body(row), indent=2))
 
 
+def cmd_verify(args):
+    """Exit 0 when the file is labelled as made by talkingface, 1 when nothing says so, 2 when unreadable."""
+    from models.errors import InvalidInput
+    from service.provenance.verify import describe, verify
+
+    try:
+        report = verify(args.file)
+    except InvalidInput as exc:
+        if not args.json:
+            raise TalkingFaceError(exc.message) from None
+        print(json.dumps({"file": args.file, "error": {"code": exc.code, "message": exc.message}}, indent=2))
+        raise SystemExit(2) from None
+    print(json.dumps(report, indent=2) if args.json else describe(report))
+    if not report["labelled"]:
+        raise SystemExit(1)
+
+
 def cmd_data(args):
     manifest = _run(args)
     if "labels" in manifest:
@@ -674,6 +691,12 @@ def build_parser(command=None):
     job.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "canceled"])
     job.add_argument("--limit", type=int, default=20)
     job.set_defaults(func=cmd_jobs)
+
+    ver = sub.add_parser("verify", help="say whether an MP4, image or zip of PNGs is labelled as made by "
+                                        "talkingface: its metadata, C2PA manifest and watermark")
+    ver.add_argument("file")
+    ver.add_argument("--json", action="store_true", help="the report as JSON")
+    ver.set_defaults(func=cmd_verify)
 
     for name in ("data", "train", "eval", "weights"):
         model_subcommand(name)
