@@ -625,6 +625,6 @@ class WebhookDispatcher:
             thread.join(max(0.0, end - time.monotonic()))
         left = sum(t.is_alive() for t in self._pool)
         if left:
-            logger.warning("webhook dispatcher: %d threads still in a call at shutdown; what they do not "
-                           "deliver is sent again after the next start", left)
+            logger.warning("webhook dispatcher: stopped with calls still in flight (%d threads); what they do "
+                           "not deliver is sent again after the next start", left)
         return not left

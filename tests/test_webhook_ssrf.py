@@ -5,12 +5,18 @@ The receivers are sockets on loopback, which a webhook may call only when an ope
 (``service.webhooks.resolve`` replaced). Nothing leaves the machine.
 """
 
+import datetime
 import json
 import socket
+import ssl
 import threading
 import time
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
@@ -31,10 +37,11 @@ LOOPBACK = TargetRules(allow=["127.0.0.1"])
 class Receiver:
     """A webhook receiver on loopback that answers as ``mode`` says, read at each request:
     ``ok`` (200), ``redirect`` (302 to ``location``), ``trickle`` (a 200 whose headers come one
-    byte every 0.2 s, for minutes), ``hang`` (no answer until closed). Counts the connections."""
+    byte every 0.2 s, for minutes), ``hang`` (no answer until closed). Counts the connections;
+    with ``tls`` (a server ``SSLContext``) it speaks HTTPS."""
 
-    def __init__(self, mode="ok", location=None):
-        self.mode, self.location = mode, location
+    def __init__(self, mode="ok", location=None, tls=None):
+        self.mode, self.location, self.tls = mode, location, tls
         self.connections, self.requests, self.in_flight, self.most_in_flight = 0, [], 0, 0
         self.lock, self.closed = threading.Lock(), threading.Event()
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -70,6 +77,8 @@ class Receiver:
         with conn:
             conn.settimeout(60)
             try:
+                if self.tls:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
                 request = self._read(conn)
             except OSError:
                 return
@@ -108,8 +117,8 @@ class Receiver:
 def receiver():
     made = []
 
-    def make(mode="ok", location=None):
-        made.append(Receiver(mode, location))
+    def make(mode="ok", location=None, tls=None):
+        made.append(Receiver(mode, location, tls))
         return made[-1]
 
     yield make
@@ -312,6 +321,53 @@ def test_deliver_once_never_follows_a_redirect(receiver):
     ok, error = deliver_once({"webhook_url": hook.url, "status": "succeeded"}, {"id": "job_1"}, SECRET, LOOPBACK, 2.0)
     assert not ok and error.startswith("HTTP 302") and "not followed" in error
     assert len(hook.requests) == 1 and target.connections == 0
+
+
+def tls_for(tmp_path, name):
+    """A server context with a certificate for ``name`` from a new test CA, and the CA's file."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "talkingface test CA")])
+
+    def issue(subject, public_key, serial, extensions):
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name).public_key(public_key)
+                   .serial_number(serial).not_valid_before(now - datetime.timedelta(hours=1))
+                   .not_valid_after(now + datetime.timedelta(hours=1)))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    ca = issue(ca_name, ca_key.public_key(), 1, [(x509.BasicConstraints(ca=True, path_length=None), True)])
+    leaf = issue(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), key.public_key(), 2,
+                 [(x509.SubjectAlternativeName([x509.DNSName(name)]), False)])
+    pem = serialization.Encoding.PEM
+    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(pem))
+    (tmp_path / "leaf.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "leaf.key")
+    return server, tmp_path / "ca.pem"
+
+
+@pytest.mark.parametrize("certificate_name, delivered", [("hooks.internal", True), ("other.internal", False)])
+def test_https_call_to_the_checked_address_keeps_the_host_name_for_sni_and_certificate(
+        tmp_path, receiver, monkeypatch, certificate_name, delivered):
+    server, ca_file = tls_for(tmp_path, certificate_name)
+    names = []
+    server.sni_callback = lambda connection, name, context: names.append(name)
+    hook = receiver(tls=server)
+    fake_dns(monkeypatch, {"hooks.internal": "127.0.0.1"})
+    monkeypatch.setattr(webhooks, "_ssl_context", lambda: ssl.create_default_context(cafile=str(ca_file)))
+    row = {"webhook_url": f"https://hooks.internal:{hook.port}/tls", "status": "succeeded"}
+    ok, error = deliver_once(row, {"id": "job_1"}, SECRET, TargetRules(allow=["hooks.internal"]), 5.0)
+    assert names == ["hooks.internal"]           # SNI: the URL's host, though the socket went to 127.0.0.1
+    if delivered:
+        assert ok, error
+        assert hook.requests[0][1]["host"] == f"hooks.internal:{hook.port}"
+    else:                                       # the certificate is checked against the URL's host
+        assert not ok and error.startswith("connection error") and "CERTIFICATE_VERIFY_FAILED" in error
+        assert hook.requests == []
 
 
 def test_deadline_ends_a_call_to_a_trickling_receiver(receiver):
