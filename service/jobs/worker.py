@@ -4,9 +4,16 @@ A worker loads each model once and keeps it. While a job runs it renews the job'
 (at every chunk of frames, and from a keep-alive thread between chunks), so a worker
 that dies -- even by ``kill -9`` -- lets its job be re-queued once the lease runs out.
 A cancel asked for through the API stops the job at the next chunk boundary.
+
+A worker yields the CPU to the API: it runs at a lower priority (``worker_nice``) with a
+bounded torch thread pool (``worker_threads``). A full disk or database, or a free space
+under ``min_free_bytes``, never crashes it: the job in hand goes back to the queue, and
+the worker waits (exponentially longer, capped) before trying again, logging each change
+of state once.
 """
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -17,6 +24,7 @@ from models import registry
 from models.common.device import pick_device
 from models.errors import TalkingFaceError
 from service import render
+from service.api.errors import free_bytes, storage_failure
 from service.jobs.store import JobStatus, JobStore, LeaseLost, new_id
 from service.settings import Settings
 
@@ -31,6 +39,32 @@ class WorkerStopping(Exception):
     pass
 
 
+class DiskLow(Exception):
+    """Less free space under the data dir than ``min_free_bytes``: no job is taken."""
+
+
+class Backoff:
+    """Waits that double while storage keeps failing (capped), with one log line per change of state."""
+
+    def __init__(self, first=1.0, cap=30.0):
+        self.first, self.cap = first, cap
+        self.delay, self.state = first, None
+
+    def failed(self, state: str, detail) -> float:
+        """Record a failure of kind ``state`` ("full", "unavailable", "disk space low"); returns how
+        long to wait before trying again."""
+        if state != self.state:
+            log.warning("storage %s: %s; trying again with backoff, up to %g s apart", state, detail, self.cap)
+            self.state, self.delay = state, self.first
+        delay, self.delay = self.delay, min(self.cap, self.delay * 2)
+        return delay
+
+    def succeeded(self):
+        if self.state is not None:
+            log.info("storage no longer %s; taking jobs again", self.state)
+        self.state, self.delay = None, self.first
+
+
 class Worker:
     """One worker. ``run()`` loops until ``stop`` is set; ``run_one()`` does one job if any."""
 
@@ -42,6 +76,7 @@ class Worker:
         self.pipelines = {}
         self.stop = threading.Event()
         self.current = None             # id of the job being run
+        self.backoff_seconds = (1.0, 30.0)  # first and longest wait while storage fails
         self.device = str(pick_device(settings.device))
 
     # -- model cache ---------------------------------------------------------------
@@ -53,24 +88,52 @@ class Worker:
 
     # -- loop ----------------------------------------------------------------------
     def run(self):
-        self.store.register_worker(self.id, self.device, self.models)
-        log.info("worker %s up, serving %s", self.id, ", ".join(self.models))
-        last_beat = last_sweep = 0.0
+        backoff = Backoff(*self.backoff_seconds)
+        registered, last_beat, last_sweep = False, 0.0, 0.0
         try:
             while not self.stop.is_set():
-                if time.monotonic() - last_sweep >= 1.0:
-                    # Jobs of dead workers go back to the queue; one sweep a second is plenty.
-                    self.store.requeue_expired()
-                    last_sweep = time.monotonic()
-                if self.run_one():
+                try:
+                    if not registered:
+                        self.store.register_worker(self.id, self.device, self.models)
+                        log.info("worker %s up, serving %s", self.id, ", ".join(self.models))
+                        registered = True
+                    if time.monotonic() - last_sweep >= 1.0:
+                        # Jobs of dead workers go back to the queue; one sweep a second is plenty.
+                        self.store.requeue_expired()
+                        last_sweep = time.monotonic()
+                    if time.monotonic() - last_beat >= self.settings.heartbeat_seconds:
+                        self.store.worker_heartbeat(self.id, "idle", gpu_memory_bytes=_gpu_memory())
+                        last_beat = time.monotonic()
+                    self._check_free_space()
+                    worked = self.run_one()
+                    backoff.succeeded()
+                except Exception as exc:
+                    state = "disk space low" if isinstance(exc, DiskLow) else storage_failure(exc)
+                    if state is None:
+                        raise
+                    self.stop.wait(backoff.failed(state, exc))
                     continue
-                if time.monotonic() - last_beat >= self.settings.heartbeat_seconds:
-                    self.store.worker_heartbeat(self.id, "idle", gpu_memory_bytes=_gpu_memory())
-                    last_beat = time.monotonic()
-                self.stop.wait(self.settings.poll_seconds)
+                if not worked:
+                    self.stop.wait(self.settings.poll_seconds)
         finally:
-            self.store.worker_heartbeat(self.id, "stopped")
+            if registered:
+                self._worker_beat("stopped")
             log.info("worker %s stopped", self.id)
+
+    def _check_free_space(self):
+        free = free_bytes(self.settings)
+        if free < self.settings.min_free_bytes:
+            raise DiskLow(f"{free:,} bytes free under {self.settings.data_dir}, "
+                          f"under TALKINGFACE_MIN_FREE_BYTES={self.settings.min_free_bytes:,}")
+
+    def _worker_beat(self, status, current_job=None):
+        """This worker's heartbeat, best effort: a full database must not stop a job or the shutdown."""
+        try:
+            self.store.worker_heartbeat(self.id, status, current_job=current_job, gpu_memory_bytes=_gpu_memory())
+        except Exception as exc:
+            if storage_failure(exc) is None:
+                raise
+            log.debug("worker heartbeat not recorded: %s", exc)
 
     def run_one(self):
         """Claim and run one job. Returns False when the queue had nothing for us."""
@@ -78,12 +141,12 @@ class Worker:
         if job is None:
             return False
         self.current = job["id"]
-        self.store.worker_heartbeat(self.id, "busy", current_job=job["id"], gpu_memory_bytes=_gpu_memory())
+        self._worker_beat("busy", current_job=job["id"])
         try:
             self._run(job)
         finally:
             self.current = None
-            self.store.worker_heartbeat(self.id, "idle", gpu_memory_bytes=_gpu_memory())
+            self._worker_beat("idle")
         return True
 
     # -- one job -------------------------------------------------------------------
@@ -97,6 +160,12 @@ class Worker:
                 state["cancel"] |= self.store.heartbeat(job_id, self.id, settings.lease_seconds, state["progress"])
             except LeaseLost:
                 state["lost"] = True
+            except Exception as exc:
+                # A full or unreachable database: the job goes on; if the lease runs out
+                # meanwhile, the job is re-queued and this worker's finish is refused.
+                if storage_failure(exc) is None:
+                    raise
+                log.debug("job %s: lease not renewed: %s", job_id, exc)
             state["beat"] = time.monotonic()
 
         def keepalive():
@@ -104,7 +173,7 @@ class Worker:
             # and keeps this worker counted as alive however long the job runs.
             while not keepalive_stop.wait(settings.heartbeat_seconds):
                 beat()
-                self.store.worker_heartbeat(self.id, "busy", current_job=job_id, gpu_memory_bytes=_gpu_memory())
+                self._worker_beat("busy", current_job=job_id)
 
         def progress(done, total):
             state["progress"] = done / max(total, 1)
@@ -131,13 +200,30 @@ class Worker:
             log.warning("job %s: lease lost; another worker has it", job_id)
         except TalkingFaceError as exc:
             self.store.finish(job_id, self.id, JobStatus.failed, exc.code, exc.message)
-        except Exception:  # a bug or a broken model: logged here, never sent to the client
-            log.exception("job %s failed", job_id)
-            self.store.finish(job_id, self.id, JobStatus.failed, "internal_error",
-                              "the worker failed on this job; the worker log has the details")
+        except Exception as exc:
+            if storage_failure(exc) is None:  # a bug or a broken model: logged here, never sent to the client
+                log.exception("job %s failed", job_id)
+                self.store.finish(job_id, self.id, JobStatus.failed, "internal_error",
+                                  "the worker failed on this job; the worker log has the details")
+            else:
+                self._hand_back_on_storage_failure(job, exc)
+                raise                         # the loop backs off before taking another job
         finally:
             keepalive_stop.set()
             thread.join()
+
+    def _hand_back_on_storage_failure(self, job, exc):
+        """A full disk or database while running ``job``: its partial result is removed and it goes back
+        to the queue (the attempt does not count). Without a database to say so, its lease runs out
+        and the job is re-queued all the same."""
+        log.warning("job %s: handed back to the queue: %s", job["id"], exc)
+        for result in self.settings.results_dir.glob(f"{job['id']}.*"):
+            result.unlink(missing_ok=True)
+        try:
+            self.store.release(job["id"], self.id)
+        except Exception as again:
+            if storage_failure(again) is None:
+                raise
 
     def _generate(self, job, progress):
         settings, inputs = self.settings, job["inputs"]
@@ -173,10 +259,43 @@ def _gpu_memory():
     return int(torch.cuda.memory_allocated()) if torch.cuda.is_available() else None
 
 
-def worker_main(settings_json, worker_id=None):
-    """Entry point of a worker process (spawned: safe with CUDA)."""
+def yield_cpu(settings: Settings):
+    """Lower this process's CPU priority and bound its torch threads (``worker_nice``, ``worker_threads``),
+    so that the API answers quickly while models run on the same cores."""
+    if settings.worker_nice > 0:
+        try:
+            os.nice(settings.worker_nice)         # inherited by the ffmpeg this worker starts
+        except (AttributeError, OSError) as exc:
+            log.warning("could not lower the worker's priority: %s", exc)
+    threads = settings.worker_threads or default_threads(settings.workers)
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:                          # only possible before any parallel work ran
+        pass
+    return threads
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads a worker takes by default: the cores less one (left to the API), shared by the workers."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, (cores - 1) // max(1, workers))
+
+
+def worker_main(settings_json, worker_id=None, parent_pid=None):
+    """Entry point of a worker process (spawned: safe with CUDA).
+
+    With ``parent_pid`` (a worker of ``talkingface serve``) the worker stops when that process is gone.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    worker = Worker(Settings.model_validate_json(settings_json), worker_id=worker_id)
+    settings = Settings.model_validate_json(settings_json)
+    threads = yield_cpu(settings)
+    worker = Worker(settings, worker_id=worker_id)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
     signal.signal(signal.SIGINT, lambda *_: worker.stop.set())
+    if parent_pid is not None:
+        from service.jobs.executor import watch_parent
+
+        watch_parent(parent_pid, worker.stop.set)
+    log.info("worker process %s: nice %+d, %d torch threads", os.getpid(), settings.worker_nice, threads)
     worker.run()
