@@ -104,7 +104,8 @@ def install(app: FastAPI):
         if exc.__cause__ is not None and storage_failure(exc.__cause__):
             # A multipart body spooled to a full disk: FastAPI says "error parsing the body".
             return storage_response(storage_failure(exc.__cause__))
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "too_large"}
+        codes = {400: "invalid_input", 404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
+                 413: "too_large"}
         return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
 
     @app.exception_handler(Exception)

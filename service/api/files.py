@@ -79,12 +79,15 @@ async def save_upload(upload: UploadFile, settings, store, field="file", owner="
             raise APIError(400, "invalid_input", f"'{field}' is empty")
         try:
             kind = await media.run_check(classify, tmp, settings)
-        except media.ImageTooLarge as exc:
-            raise APIError(413, "too_large",
-                           f"{field}: {exc.message.replace(tmp, upload.filename or field)}") from None
         except InvalidInput as exc:
-            raise APIError(415, "unsupported_media",
-                           f"{field}: {exc.message.replace(tmp, upload.filename or field)}") from None
+            # Messages name the file as the decoders saw it: the temporary path or its name.
+            message = f"{field}: " + exc.message.replace(tmp, upload.filename or field).replace(
+                os.path.basename(tmp), upload.filename or field)
+            if isinstance(exc, media.ImageTooLarge):
+                raise APIError(413, "too_large", message) from None
+            if "longer than" in exc.message:        # a medium we read, over the duration cap
+                raise APIError(422, "invalid_input", message) from None
+            raise APIError(415, "unsupported_media", message) from None
         file_id = new_id("file")
         relative = f"files/{file_id}"
         os.replace(tmp, settings.data_dir / relative)
