@@ -78,17 +78,19 @@ class _Server:
             [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 120
-        ready = "/readyz" if workers else "/livez"
+        deadline = time.monotonic() + 300
+        ready, answer = ("/readyz" if workers else "/livez"), "no answer"
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.url + ready).status_code == 200:
+                response = httpx.get(self.url + ready)
+                if response.status_code == 200:
                     return
+                answer = response.text
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError("the server did not become ready")
+        raise RuntimeError(f"the server did not become ready: {answer}")
 
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
