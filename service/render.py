@@ -141,9 +141,10 @@ def render(pipe, inputs: TalkingFaceInput, output, options=None, progress=None, 
     with labels.signed(output, "video/mp4", label) as target, \
             media.Mp4Writer(target, fps=pipe.fps, audio=inputs.audio, sample_rate=inputs.sample_rate,
                             metadata={"comment": label.text() + comment}) as writer:
-        for chunk in pipe.frame_chunks(inputs, paste_back=bool(options.get("paste_back")), progress=progress,
-                                       reference=reference, **pipe.call_options(options)):
-            writer.write(labels.mark(np.ascontiguousarray(chunk), label))
+        chunks = pipe.frame_chunks(inputs, paste_back=bool(options.get("paste_back")), progress=progress,
+                                   reference=reference, **pipe.call_options(options))
+        for chunk in labels.marked(chunks, label):
+            writer.write(np.ascontiguousarray(chunk))
         generated_at = time.time()
     info = {**_made_by(pipe, label), "driven_by": "video" if inputs.video is not None else "audio"}
     return Rendered(frames=writer.frames_written, seconds=writer.frames_written / pipe.fps,
@@ -220,8 +221,8 @@ def render_motion(pipe, inputs: MotionTransferInput, output, options=None, progr
     with labels.signed(output, "video/mp4", label) as target, \
             media.Mp4Writer(target, fps=pipe.fps, audio=inputs.audio, sample_rate=inputs.sample_rate,
                             metadata={"comment": label.text() + comment}) as writer:
-        for chunk in pipe.frame_chunks(inputs, progress=progress, **pipe.call_options(options)):
-            writer.write(labels.mark(np.ascontiguousarray(chunk), label))
+        for chunk in labels.marked(pipe.frame_chunks(inputs, progress=progress, **pipe.call_options(options)), label):
+            writer.write(np.ascontiguousarray(chunk))
         generated_at = time.time()
     info = {**_made_by(pipe, label), "target": options.get("target"),
             "normalisation": getattr(pipe, "last_normalisation", None)}

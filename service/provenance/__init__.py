@@ -25,6 +25,7 @@ import io
 import logging
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,6 +199,26 @@ class Provenance:
     def mark(self, frames: np.ndarray, label: Label) -> np.ndarray:
         """``frames`` with the watermark of ``label`` (unchanged when off or too small)."""
         return watermark.embed(frames, label.payload()) if self.enabled else frames
+
+    def marked(self, chunks, label: Label):
+        """The chunks of frames of ``chunks`` with the watermark of ``label``, in order.
+
+        Each chunk is marked in a thread while the model makes the next (NumPy lets go of
+        the GIL), so a model on a GPU does not wait for the watermark.
+        """
+        if not self.enabled:
+            yield from chunks
+            return
+        payload = label.payload()
+        with ThreadPoolExecutor(1, thread_name_prefix="watermark") as pool:
+            pending = None
+            for chunk in chunks:
+                marking = pool.submit(watermark.embed, np.ascontiguousarray(chunk), payload)
+                if pending is not None:
+                    yield pending.result()
+                pending = marking
+            if pending is not None:
+                yield pending.result()
 
     def png(self, image: np.ndarray, text: str, label: Label | None, title: str = "image.png") -> bytes:
         """A PNG of ``image`` with its ``Comment`` ``text``, and, for a ``label``, the watermark and manifest."""
