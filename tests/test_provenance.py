@@ -86,7 +86,7 @@ def test_the_watermark_reads_back_and_is_faint():
     assert np.array_equal(marked[..., 0], frames[..., 0])                 # red untouched: Y and V are kept
     reader = watermark.Reader()
     reader.add(marked)
-    assert reader.payload() == PAYLOAD and parse_payload(reader.payload()) == Label("toy", None, "ab" * 32).tag()
+    assert reader.payloads() == [PAYLOAD, PAYLOAD] and parse_payload(PAYLOAD) == Label("toy", None, "ab" * 32).tag()
     assert reader.clarity() > 0.9 and reader.frames == 4
     # One frame alone carries it too; the input is left as it was.
     single = watermark.embed(frames[0], PAYLOAD)
@@ -100,7 +100,7 @@ def test_small_frames_carry_none_and_unmarked_pictures_read_as_unmarked():
     for picture in (photo(256), photo(512), clip(160, n=3), np.full((256, 256, 3), 128, np.uint8)):
         reader = watermark.Reader()
         reader.add(picture)
-        assert parse_payload(reader.payload()) is None
+        assert [parse_payload(payload) for payload in reader.payloads()] == [None, None]
     reader = watermark.Reader()
     reader.add(small)
     assert reader.frames == 0 and reader.clarity() == 0.0
@@ -126,7 +126,7 @@ def test_it_is_invisible_watermarks_dwtDctSvd():
     theirs = cv2.cvtColor(encoder.encode(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), "dwtDctSvd"), cv2.COLOR_BGR2RGB)
     reader = watermark.Reader()
     reader.add(theirs)
-    assert reader.payload() == PAYLOAD
+    assert reader.payloads() == [PAYLOAD, PAYLOAD]
 
 
 # ---------------------------------------------------------------------------------------

@@ -82,7 +82,8 @@ def _report(name, kind, metadata, signed, reader: watermark.Reader, **extra) -> 
 
 def _watermark(reader: watermark.Reader, metadata, signed) -> dict:
     """What the watermark votes say, and whether its tag is that of the model the file names."""
-    tag = parse_payload(reader.payload()) if reader.frames else None
+    tags = [parse_payload(payload) for payload in reader.payloads()] if reader.frames else []
+    tag = next((t for t in tags if t is not None), None)
     named = metadata or ((signed or {}).get("generator") or None)
     expected = tag_of(named["model"], named.get("weights_sha256")) if named and named.get("model") else None
     return {"found": tag is not None, "tag": tag.hex() if tag else None,

@@ -111,16 +111,17 @@ def embed(frames: np.ndarray, payload: bytes) -> np.ndarray:
 
 
 class Reader:
-    """Votes for each payload bit, gathered over frames; ``add`` chunks, then ``payload``.
+    """Votes for each payload bit, gathered over frames; ``add`` chunks, then ``payloads``.
 
-    A block votes ``sin(2 pi (s mod 36) / 36)``: +1 where a 0 was written (a quarter step),
-    -1 where a 1 was (three quarters), near 0 where a re-encode left ``s`` by the boundary.
-    The package counts hard votes (``s mod 36 > 18``); these weighted ones read the same
-    marks and keep more of them through a re-encode.
+    Two readings are kept: the package's (a block votes 1 when ``s mod 36 > 18``) and a
+    weighted one (a block votes ``sin(2 pi (s mod 36) / 36)``: +1 where a 0 was written, -1
+    where a 1 was, near 0 where a re-encode left ``s`` by the boundary). Neither is always
+    the better after a re-encode, so a caller tries both.
     """
 
     def __init__(self):
-        self.sums = np.zeros(PAYLOAD_BITS)
+        self.ones = np.zeros(PAYLOAD_BITS)       # the package's votes for 1
+        self.weighted = np.zeros(PAYLOAD_BITS)   # sum of the weighted votes
         self.votes = np.zeros(PAYLOAD_BITS)
         self.frames = 0
 
@@ -132,20 +133,22 @@ class Reader:
         if not fits(height, width):
             return
         rows, cols = grid(height, width)
-        s = _top_singular(_blocks(batch, rows, cols))[0].astype(np.float64)
-        votes = np.sin(2 * np.pi * (s % SCALE) / SCALE).reshape(len(batch), -1)
+        phase = (_top_singular(_blocks(batch, rows, cols))[0].astype(np.float64) % SCALE) / SCALE
+        phase = phase.reshape(len(batch), -1)
         index = np.arange(rows * cols) % PAYLOAD_BITS
-        self.sums += np.bincount(index, weights=votes.sum(0), minlength=PAYLOAD_BITS)
+        self.ones += np.bincount(index, weights=(phase > 0.5).sum(0), minlength=PAYLOAD_BITS)
+        self.weighted += np.bincount(index, weights=np.sin(2 * np.pi * phase).sum(0), minlength=PAYLOAD_BITS)
         self.votes += np.bincount(index, minlength=PAYLOAD_BITS) * len(batch)
         self.frames += len(batch)
 
     def scores(self) -> np.ndarray:
-        """Each bit's mean vote, -1 (surely 1) to 1 (surely 0); 0 where nothing was read."""
-        return self.sums / np.maximum(self.votes, 1)
+        """Each bit's mean weighted vote, -1 (surely 1) to 1 (surely 0); 0 where nothing was read."""
+        return self.weighted / np.maximum(self.votes, 1)
 
-    def payload(self) -> bytes:
-        """The payload the votes say (whatever was read: check it before believing it)."""
-        return np.packbits(self.scores() < 0).tobytes()
+    def payloads(self) -> list[bytes]:
+        """The payload of the weighted votes, then the package's (whatever was read: check before believing)."""
+        counted = self.ones / np.maximum(self.votes, 1)
+        return [np.packbits(self.scores() < 0).tobytes(), np.packbits(counted > 0.5).tobytes()]
 
     def clarity(self) -> float:
         """How one-sided the votes are, 0 (a coin toss: no mark) to 1 (every block exactly on its mark)."""
