@@ -12,7 +12,7 @@ The method (Navas et al., 2008; the ``invisible-watermark`` package's ``dwtDctSv
 
 The change is a smooth shift of blue-difference over 8 x 8 pixels (PSNR about 42 dB), and
 the 8 x 8 blocks line up with the 2 x 2 chroma subsampling of H.264 and JPEG, so the mark
-survives a re-encode (H.264 at CRF 23, JPEG at quality 75). It does not survive cropping or
+survives a re-encode (H.264 at CRF 23; JPEG at quality 90 from 256 x 256). Not cropping or
 scaling (the block grid moves), and flat pure black or white areas carry none (the blue
 channel cannot move past 0 or 255).
 
