@@ -12,6 +12,7 @@ tests that prove equivalence with the authors' code need them; the others use th
 arrays the project ships with its demo weights (``weights/demo/atvgnet``).
 """
 
+import os
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,19 @@ from tests.seeded import seeded_state_dict
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 PROJECT_ARRAYS = ROOT / "weights" / "demo" / "atvgnet"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_data_home(tmp_path_factory):
+    """The command line's development signing key goes under $XDG_DATA_HOME: a temporary
+    folder for the tests (and the commands they start), not the user's home."""
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("data-home"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = saved
 
 
 # -- optional components ------------------------------------------------------------
