@@ -28,13 +28,13 @@ def free_port():
 class Server:
     """``talkingface serve`` in a subprocess, on its own data dir."""
 
-    def __init__(self, data_dir, weights, workers, port=None):
+    def __init__(self, data_dir, weights, workers, port=None, **env):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(os.environ, TALKINGFACE_DATA_DIR=str(data_dir), TALKINGFACE_WEIGHTS_DIR=str(weights),
                         TALKINGFACE_LEASE_SECONDS="3", TALKINGFACE_HEARTBEAT_SECONDS="0.5",
                         TALKINGFACE_POLL_SECONDS="0.05", TALKINGFACE_WORKER_TIMEOUT_SECONDS="4",
-                        TALKINGFACE_WEBHOOK_SECRET="whsec_e2e")
+                        TALKINGFACE_WEBHOOK_SECRET="whsec_e2e", **env)
         self.log = open(data_dir.parent / f"server-{self.port}.log", "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
@@ -155,4 +155,32 @@ def test_queued_jobs_survive_a_restart_and_readyz_needs_a_worker(tmp_path, weigh
     finally:
         if worker and worker.poll() is None:
             worker.kill()
+        server.stop()
+
+
+def test_sigterm_ends_serve_in_bounded_time_while_a_webhook_receiver_hangs(tmp_path, weights):
+    # A receiver that takes the connection and never answers.
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(8)
+    server = Server(tmp_path / "data", weights, workers=1, TALKINGFACE_WEBHOOK_ALLOW="127.0.0.1",
+                    TALKINGFACE_WEBHOOK_TIMEOUT_SECONDS="60", TALKINGFACE_WEBHOOK_DEADLINE_SECONDS="120")
+    try:
+        server.wait_until(lambda: server.get("/readyz").status_code == 200, 90, "no worker came up")
+        image, audio = server.upload(FACE, "f.jpg"), server.upload(wav_bytes(0.5), "a.wav")
+        hook = f"http://127.0.0.1:{hanging.getsockname()[1]}/hook"
+        job = server.client.post("/v1/jobs", json={"inputs": {"image": image, "audio": audio},
+                                                   "webhook": {"url": hook}}).json()["id"]
+        server.wait_until(lambda: server.job(job)["status"] == "succeeded", 120, "the job did not finish")
+        hanging.settimeout(30)
+        connection, _ = hanging.accept()            # the call is out, and will get no answer
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(60)
+        # uvicorn's graceful 10 s, the webhook pool's 5 s, the workers' hand-back: never the
+        # receiver's 60-s timeout.
+        assert time.monotonic() - started < 30
+        connection.close()
+    finally:
+        hanging.close()
         server.stop()
