@@ -175,7 +175,7 @@ class VideoFrames:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         """uint8 RGB chunks (n, H, W, 3), n at most ``chunk_frames``."""
-        return self._chunks(None)
+        return self.chunks()
 
     def frames(self, limit: int | None = None) -> Iterator[np.ndarray]:
         """The frames one at a time, uint8 RGB (H, W, 3), the first ``limit`` only if given.
@@ -183,11 +183,12 @@ class VideoFrames:
         ffmpeg itself stops after ``limit`` frames (dataset preparation reads no more
         frames than the sound track covers), so nothing past them is decoded.
         """
-        with contextlib.closing(self._chunks(limit)) as chunks:
+        with contextlib.closing(self.chunks(limit)) as chunks:
             for chunk in chunks:
                 yield from chunk
 
-    def _chunks(self, limit: int | None) -> Iterator[np.ndarray]:
+    def chunks(self, limit: int | None = None) -> Iterator[np.ndarray]:
+        """uint8 RGB chunks (n, H, W, 3), n at most ``chunk_frames``; the first ``limit`` frames only if given."""
         name = repr(os.path.basename(self.path))
         frames = ffmpeg_input(self.path, self.demuxer)["v:0"].filter("fps", fps=self.fps)
         options = {"vframes": limit} if limit is not None else {}

@@ -7,12 +7,11 @@ the pixels), so a copy that went through a video or photo app is still recognise
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import zipfile
 from pathlib import Path
-
-import numpy as np
 
 from models.errors import InvalidInput
 from service.provenance import manifest, parse_label, parse_payload, tag_of, watermark
@@ -141,14 +140,10 @@ def _verify_video(path: Path, head: bytes) -> dict:
     from models.perception import video as video_lib
 
     frames = video_lib.read_video(path, max_seconds=24 * 3600.0, max_pixels=MAX_PIXELS)
-    reader, batch = watermark.Reader(), []
-    for frame in frames.frames(limit=VIDEO_FRAMES):
-        batch.append(frame)
-        if len(batch) == 25:
-            reader.add(np.stack(batch))
-            batch = []
-    if batch:
-        reader.add(np.stack(batch))
+    reader = watermark.Reader()
+    with contextlib.closing(frames.chunks(limit=VIDEO_FRAMES)) as chunks:
+        for chunk in chunks:
+            reader.add(chunk)
     return _report(str(path), "video", parse_label(_video_comment(path, frames.demuxer)), _manifest(path, head),
                    reader, size=[frames.stream.width, frames.stream.height], seconds=frames.stream.seconds)
 
