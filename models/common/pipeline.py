@@ -362,19 +362,25 @@ class ImageGenerationPipeline(Pipeline):
         return cls.condition_required
 
     @classmethod
+    def check_condition_kinds(cls, given, options: dict) -> None:
+        """InvalidInput unless the kinds of condition ``given`` ("text", "label", "vector") are ones
+        the model takes, and one is given where a request with ``options`` needs one."""
+        taken = cls.conditions()
+        for kind in given:
+            if kind not in taken:
+                what = ", ".join(taken) if taken else "none: it is unconditional"
+                raise InvalidInput(f"model {cls.name} takes no {kind} condition (it takes {what})")
+        if cls.requires_condition(options) and not given:
+            raise InvalidInput(f"model {cls.name} needs a condition: {' or '.join(taken)}")
+
+    @classmethod
     def check_condition(cls, condition: ImageCondition | None, n: int, vector_size=None) -> ImageCondition:
         """``condition`` checked against the declaration; a vector becomes float32 (n, d).
 
         ``vector_size`` is the length the loaded weights need, when the class leaves it open.
         """
         condition = condition or ImageCondition()
-        taken = cls.conditions()
-        for kind in condition.given():
-            if kind not in taken:
-                what = ", ".join(taken) if taken else "none: it is unconditional"
-                raise InvalidInput(f"model {cls.name} takes no {kind} condition (it takes {what})")
-        if cls.condition_required and not condition.given():
-            raise InvalidInput(f"model {cls.name} needs a condition: {' or '.join(taken)}")
+        cls.check_condition_kinds(condition.given(), {})
         if condition.vector is None:
             return condition
         vector = np.asarray(condition.vector)

@@ -140,16 +140,12 @@ def check_image_request(model, options, inputs, settings):
     if int(options.get("n") or 1) > settings.max_images:
         raise APIError(422, "validation_error", f"options.n: at most {settings.max_images} images a request "
                                                 "(TALKINGFACE_MAX_IMAGES)")
-    pipeline = registry.pipeline_class(model)
-    taken = pipeline.conditions()
     given = [kind for kind in ("text", "label") if options.get(kind) is not None] + \
         (["vector"] if inputs.get("condition") else [])
-    for kind in given:
-        if kind not in taken:
-            what = ", ".join(taken) if taken else "none: it is unconditional"
-            raise APIError(400, "invalid_input", f"model {model} takes no {kind} condition (it takes {what})")
-    if pipeline.requires_condition(options) and not given:
-        raise APIError(400, "invalid_input", f"model {model} needs a condition: {' or '.join(taken)}")
+    try:
+        registry.pipeline_class(model).check_condition_kinds(given, options)
+    except TalkingFaceError as exc:
+        raise APIError(400, exc.code, exc.message) from None
 
 
 def check_target(store, model, target, principal: Principal = ANONYMOUS):
