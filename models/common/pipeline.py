@@ -461,15 +461,23 @@ def save_project(directory, model, networks, *, name="project", arrays=None, ext
     return directory
 
 
+def project_checksums(directory) -> dict[str, str]:
+    """{file name: sha256} as a project weights folder's ``SHA256SUMS`` lists them ({} without one)."""
+    listing = Path(directory) / CHECKSUMS
+    if not listing.is_file():
+        return {}
+    entries = (line.split(maxsplit=1) for line in listing.read_text().splitlines() if line.strip())
+    return {name: digest for digest, name in entries}
+
+
 def read_project(directory, verify=True) -> dict:
     """The ``config.json`` of a project weights folder, after checking ``SHA256SUMS`` when ``verify``."""
     directory = Path(directory)
     if not (directory / PROJECT_CONFIG).is_file():
         raise weights_lib.WeightsMissing(f"{directory} holds no {PROJECT_CONFIG}: not a project weights folder")
     config = json.loads((directory / PROJECT_CONFIG).read_text())
-    if verify and (directory / CHECKSUMS).is_file():
-        for line in (directory / CHECKSUMS).read_text().splitlines():
-            digest, name = line.split(maxsplit=1)
+    if verify:
+        for name, digest in project_checksums(directory).items():
             if not (directory / name).is_file() or weights_lib.sha256sum(directory / name) != digest:
                 raise weights_lib.WeightsInvalid(f"{directory / name} does not match {CHECKSUMS}")
     return config

@@ -58,13 +58,14 @@ def file_sha256(path: Path) -> str:
     return _digests[key]
 
 
-def weight_files(pipe) -> dict[str, Path]:
-    """{name: path} of the weight files ``pipe`` was loaded from ({} when it names no folder).
+def weight_digests(pipe) -> dict[str, str]:
+    """{name: sha256} of the weight files ``pipe`` was loaded from ({} when it names no folder).
 
-    A project folder's files are those its ``SHA256SUMS`` lists (what ``read_project`` checks
-    and loads); an authors' folder's are the registry's files of the model found there.
+    A project folder's are its ``SHA256SUMS`` listing, which loading it checked the files
+    against (a folder without one: its files, hashed); an authors' folder's are the
+    registry's files of the model found there, hashed once a process.
     """
-    from models.common.pipeline import CHECKSUMS, PROJECT_CONFIG
+    from models.common.pipeline import PROJECT_CONFIG, project_checksums
     from models.weights import locate
 
     folder = pipe.info.get("weights_dir")
@@ -72,17 +73,17 @@ def weight_files(pipe) -> dict[str, Path]:
         return {}
     folder = Path(folder)
     if (folder / PROJECT_CONFIG).is_file():
-        if (folder / CHECKSUMS).is_file():
-            names = [line.split(maxsplit=1)[1] for line in (folder / CHECKSUMS).read_text().splitlines()
-                     if line.strip()]
-        else:
-            names = [p.name for p in folder.iterdir() if p.suffix in (".json", ".safetensors", ".npz")]
-        return {name: folder / name for name in sorted(names) if (folder / name).is_file()}
+        listed = project_checksums(folder)
+        if listed:
+            return dict(sorted(listed.items()))
+        names = sorted(p.name for p in folder.iterdir() if p.suffix in (".json", ".safetensors", ".npz"))
+        return {name: file_sha256(folder / name) for name in names}
     try:
         files = type(pipe).weight_files()
     except Exception:  # noqa: BLE001 - a pipeline outside the registry (a plug-in, a test's): no files known
         return {}
-    return {f.name: path for f in sorted(files, key=lambda f: f.name) if (path := locate(f, folder)) is not None}
+    found = ((f.name, locate(f, folder)) for f in sorted(files, key=lambda f: f.name))
+    return {name: file_sha256(path) for name, path in found if path is not None}
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class Label:
     @classmethod
     def of(cls, pipe) -> "Label":
         """The label of outputs of a loaded pipeline (its weight files hashed once a process)."""
-        files = {name: file_sha256(path) for name, path in weight_files(pipe).items()}
+        files = weight_digests(pipe)
         listing = "".join(f"{digest}  {name}\n" for name, digest in files.items())
         digest = hashlib.sha256(listing.encode()).hexdigest() if files else None
         return cls(pipe.name, pipe.info.get("weights"), digest, files)
