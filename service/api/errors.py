@@ -6,9 +6,7 @@ database out of reach and a decode budget spent (503), each with ``Retry-After``
 anything unexpected (a 500 without a stack trace).
 """
 
-import errno
 import logging
-import shutil
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import TalkingFaceError, WeightsMissing
+from service.jobs.store import storage_failure
 from service.media import DecodeBusy
 
 log = logging.getLogger("talkingface.api")
@@ -31,28 +30,6 @@ class APIError(Exception):
 
 def error_response(status, code, message, headers=None):
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
-
-
-def storage_failure(exc: BaseException) -> str | None:
-    """``"full"`` when ``exc`` is a full disk or database, ``"unavailable"`` when the database
-    cannot be used for now (locked, out of reach), None for anything else."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "full"
-    if isinstance(exc, OperationalError):
-        text = str(exc.orig).lower()
-        # SQLite: "database or disk is full"; PostgreSQL: SQLSTATE 53100 disk_full.
-        if "full" in text or "no space" in text or getattr(exc.orig, "sqlstate", None) == "53100":
-            return "full"
-        return "unavailable"
-    return None
-
-
-def free_bytes(settings) -> int:
-    """Free bytes on the filesystem of the data dir (uploads, results and the SQLite database)."""
-    try:
-        return shutil.disk_usage(settings.data_dir).free
-    except OSError:                 # the data dir is gone: nothing can be written there
-        return 0
 
 
 def storage_response(kind: str):

@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models import registry
 from service.api.deps import get_settings, get_store
-from service.api.errors import free_bytes
+from service.jobs.store import free_bytes
 
 router = APIRouter(tags=["health"])
 

@@ -13,11 +13,16 @@ processes, or on other machines, share it:
 
 Files, batches and jobs carry an ``owner`` (the SHA-256 of the API key that made them, ""
 without keys); queries that list take ``owner`` to keep to one owner's rows (None: all).
+
+``storage_failure`` tells a full disk or database from one out of reach; ``free_bytes`` is
+the space left under the data dir (the API and the worker both act on them).
 """
 
 import contextlib
 import enum
+import errno
 import os
+import shutil
 import socket
 import threading
 import time
@@ -28,6 +33,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import and_, case, create_engine, event, func, or_, select, true, tuple_, update
+from sqlalchemy.exc import OperationalError
 
 from service.jobs.tables import batches, files, jobs, workers
 
@@ -431,3 +437,29 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Storage failures (the API answers them 507/503, the worker backs off)
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """``"full"`` when ``exc`` is a full disk or database, ``"unavailable"`` when the database
+    cannot be used for now (locked, out of reach), None for anything else."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "full"
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig).lower()
+        # SQLite: "database or disk is full"; PostgreSQL: SQLSTATE 53100 disk_full.
+        if "full" in text or "no space" in text or getattr(exc.orig, "sqlstate", None) == "53100":
+            return "full"
+        return "unavailable"
+    return None
+
+
+def free_bytes(settings) -> int:
+    """Free bytes on the filesystem of the data dir (uploads, results and the SQLite database)."""
+    try:
+        return shutil.disk_usage(settings.data_dir).free
+    except OSError:                 # the data dir is gone: nothing can be written there
+        return 0

@@ -24,8 +24,7 @@ from models import registry
 from models.common.device import pick_device
 from models.errors import TalkingFaceError
 from service import render
-from service.api.errors import free_bytes, storage_failure
-from service.jobs.store import JobStatus, JobStore, LeaseLost, new_id
+from service.jobs.store import JobStatus, JobStore, LeaseLost, free_bytes, new_id, storage_failure
 from service.settings import Settings
 
 log = logging.getLogger("talkingface.worker")
