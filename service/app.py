@@ -63,7 +63,8 @@ def _sweep(store, settings, stop):
 def create_app(settings: Settings | None = None, start_workers: bool = False) -> FastAPI:
     settings = settings or get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(settings.db_url)
+    store = JobStore(settings.db_url, pool_size=settings.database_pool_size,
+                     max_overflow=settings.database_max_overflow)
     stopping = threading.Event()
 
     @asynccontextmanager

@@ -47,12 +47,20 @@ class Settings(BaseSettings):
     default_wait_seconds: float = 60.0
     max_wait_seconds: float = 300.0
 
+    # Scale-out: with a broker URL (redis://... or amqp://...) jobs go through Celery (service/jobs/celery_engine.py)
+    broker_url: str | None = None
+    dispatch_seconds: float = Field(1.0, gt=0)          # how often the API hands new and re-queued jobs over
+    redispatch_after_seconds: float = Field(15.0, gt=0) # a job handed this long ago, missing from the broker: again
+    database_pool_size: int = Field(5, ge=1)            # connections a process keeps open (PostgreSQL)
+    database_max_overflow: int = Field(10, ge=0)        # and may open beyond that under load
+
     # Jobs
     max_attempts: int = 3
     lease_seconds: float = 30.0                # a job whose worker is silent this long is re-queued
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 0.2                  # how often an idle worker looks for work
     worker_timeout_seconds: float = 30.0       # a worker silent this long is not counted as up
+    job_timeout_seconds: float = Field(3600.0, gt=0)    # a job running longer fails ("timeout")
     retention_hours: float = 7 * 24            # uploads and results older than this are deleted
 
     # Resources

@@ -9,7 +9,10 @@ processes, or on other machines, share it:
   asked for, and ``LeaseLost`` when the job is no longer the worker's;
 - ``requeue_expired`` puts jobs whose lease ran out back in the queue (``attempts``
   counts claims), or fails them once ``max_attempts`` is reached;
-- ``reconcile`` at start-up also re-queues jobs of workers on this host that are gone.
+- ``reconcile`` at start-up also re-queues jobs of workers on this host that are gone;
+- with a broker (the Celery engine), ``claim_job`` claims one named job the same way, and
+  ``take_undispatched`` / ``undispatch`` / ``redispatch_lost`` keep every queued job handed
+  to the broker at least once (``dispatched_at``), whatever the broker forgets.
 
 Files, batches and jobs carry an ``owner`` (the SHA-256 of the API key that made them, ""
 without keys); queries that list take ``owner`` to keep to one owner's rows (None: all).
@@ -74,7 +77,7 @@ def _pid_alive(pid):
 class JobStore:
     """All database access of the service. Methods return plain dicts (one per row)."""
 
-    def __init__(self, url, migrate=True):
+    def __init__(self, url, migrate=True, pool_size=5, max_overflow=10):
         self.url = url
         sqlite = url.startswith("sqlite")
         self._write_lock = threading.Lock() if sqlite else contextlib.nullcontext()
@@ -88,7 +91,9 @@ class JobStore:
                                         connect_args={"timeout": 30, "check_same_thread": False})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+            # A server database: each process keeps ``pool_size`` connections (the API its request
+            # threads' worth, a worker a few), so many workers stay under the server's max_connections.
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
         if migrate:
             self.migrate()
 
@@ -221,6 +226,62 @@ class JobStore:
             job_id = c.execute(statement).scalar()
         return self.get_job(job_id) if job_id else None
 
+    def claim_job(self, job_id, worker_id, models, lease_seconds):
+        """``claim`` for one named job: running under this worker's lease if it was queued, else None.
+
+        The UPDATE's condition makes it atomic: of two workers given the same job (a message
+        delivered twice), one gets it and the other None.
+        """
+        now = time.time()
+        statement = (update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.queued,
+                                        jobs.c.model.in_(list(models)))
+                     .values(status=JobStatus.running, worker_id=worker_id, attempts=jobs.c.attempts + 1,
+                             started_at=func.coalesce(jobs.c.started_at, now), claimed_at=now,
+                             heartbeat_at=now, lease_expires_at=now + lease_seconds, progress=0.0)
+                     .returning(jobs.c.id))
+        with self._tx() as c:
+            claimed = c.execute(statement).scalar()
+        return self.get_job(claimed) if claimed else None
+
+    # -- dispatch (the Celery engine) ------------------------------------------------
+    def take_undispatched(self, limit=500):
+        """Queued jobs never handed to the broker (or handed back), oldest first, now marked as
+        handed: ``[(id, model)]``. Two API processes calling this at once get disjoint jobs."""
+        now = time.time()
+        pending = (select(jobs.c.id).where(jobs.c.status == JobStatus.queued, jobs.c.dispatched_at.is_(None))
+                   .order_by(jobs.c.created_at, jobs.c.id).limit(limit).with_for_update(skip_locked=True))
+        with self._tx() as c:
+            taken = c.execute(update(jobs).where(jobs.c.id.in_(pending), jobs.c.dispatched_at.is_(None))
+                              .values(dispatched_at=now)
+                              .returning(jobs.c.id, jobs.c.model, jobs.c.created_at)).all()
+        return [(job_id, model) for job_id, model, _ in sorted(taken, key=lambda row: (row[2], row[0]))]
+
+    def undispatch(self, job_ids):
+        """Jobs whose message did not reach the broker: handed again at the next dispatch."""
+        if not job_ids:
+            return 0
+        with self._tx() as c:
+            return c.execute(update(jobs).where(jobs.c.id.in_(list(job_ids)), jobs.c.status == JobStatus.queued)
+                             .values(dispatched_at=None)).rowcount
+
+    def dispatched_waiting(self, before):
+        """Per model, the queued jobs handed to the broker before ``before``: ``{model: count}``."""
+        with self.engine.connect() as c:
+            rows = c.execute(select(jobs.c.model, func.count())
+                             .where(jobs.c.status == JobStatus.queued, jobs.c.dispatched_at < before)
+                             .group_by(jobs.c.model)).all()
+        return dict(rows)
+
+    def redispatch_lost(self, model, count, before):
+        """The oldest ``count`` queued jobs of ``model`` handed before ``before``: to be handed again
+        (a broker that lost its messages, e.g. restarted without persistence)."""
+        oldest = (select(jobs.c.id).where(jobs.c.status == JobStatus.queued, jobs.c.model == model,
+                                          jobs.c.dispatched_at < before)
+                  .order_by(jobs.c.created_at, jobs.c.id).limit(count))
+        with self._tx() as c:
+            return c.execute(update(jobs).where(jobs.c.id.in_(oldest), jobs.c.status == JobStatus.queued)
+                             .values(dispatched_at=None)).rowcount
+
     def heartbeat(self, job_id, worker_id, lease_seconds, progress=None):
         """Renew the lease (and record progress). Returns True when a cancel was asked for."""
         now = time.time()
@@ -265,7 +326,7 @@ class JobStore:
                 return True
             return bool(c.execute(update(jobs).where(held)
                                   .values(status=JobStatus.queued, worker_id=None, lease_expires_at=None, progress=0.0,
-                                          attempts=jobs.c.attempts - 1)).rowcount)
+                                          attempts=jobs.c.attempts - 1, dispatched_at=None)).rowcount)
 
     def cancel(self, job_id):
         """Queued: canceled at once. Running: asked to stop at its next chunk. Returns the row."""
@@ -321,7 +382,8 @@ class JobStore:
                                        error_message=f"gave up after the last attempt: {reason}")
                                .returning(jobs.c.id)).scalars().all()
             requeued = c.execute(update(jobs).where(condition)
-                                 .values(status=JobStatus.queued, worker_id=None, lease_expires_at=None, progress=0.0)
+                                 .values(status=JobStatus.queued, worker_id=None, lease_expires_at=None, progress=0.0,
+                                         dispatched_at=None)
                                  .returning(jobs.c.id)).scalars().all()
             for job_id in canceled + failed:
                 self._queue_webhook(c, job_id, now)

@@ -66,6 +66,7 @@ jobs = Table(
     Column("webhook_next_at", Float),
     Column("webhook_last_error", Text),
     Column("owner", String(64), nullable=False, server_default=""),
+    Column("dispatched_at", Float),                      # last handed to the broker (Celery engine)
     Index("ix_jobs_status_created", "status", "created_at"),
     Index("ix_jobs_owner_created", "owner", "created_at"),
     Index("ix_jobs_batch", "batch_id"),

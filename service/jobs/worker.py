@@ -38,6 +38,10 @@ class WorkerStopping(Exception):
     pass
 
 
+class JobTimedOut(TalkingFaceError):
+    code = "timeout"
+
+
 class DiskLow(Exception):
     """Less free space under the data dir than ``min_free_bytes``: no job is taken."""
 
@@ -65,16 +69,19 @@ class Backoff:
 
 
 class Worker:
-    """One worker. ``run()`` loops until ``stop`` is set; ``run_one()`` does one job if any."""
+    """One worker. ``run()`` loops until ``stop`` is set; ``run_one()`` does one job if any;
+    ``run_job(id)`` does one named job (the Celery engine's task body)."""
 
     def __init__(self, settings: Settings, worker_id=None, models=None, store=None):
         self.settings = settings
-        self.store = store or JobStore(settings.db_url)
+        # A worker's threads (the job, its lease keep-alive, housekeeping) need a few connections only.
+        self.store = store or JobStore(settings.db_url, pool_size=2, max_overflow=2)
         self.id = worker_id or new_id("worker")
         self.models = list(models or registry.REGISTRY)
         self.pipelines = {}
         self.stop = threading.Event()
         self.current = None             # id of the job being run
+        self._registered, self._last_beat, self._last_sweep = False, 0.0, 0.0
         self.backoff_seconds = (1.0, 30.0)  # first and longest wait while storage fails
         self.device = str(pick_device(settings.device))
 
@@ -87,22 +94,12 @@ class Worker:
 
     # -- loop ----------------------------------------------------------------------
     def run(self):
+        """The embedded engine: take jobs from the job store until ``stop`` is set."""
         backoff = Backoff(*self.backoff_seconds)
-        registered, last_beat, last_sweep = False, 0.0, 0.0
         try:
             while not self.stop.is_set():
                 try:
-                    if not registered:
-                        self.store.register_worker(self.id, self.device, self.models)
-                        log.info("worker %s up, serving %s", self.id, ", ".join(self.models))
-                        registered = True
-                    if time.monotonic() - last_sweep >= 1.0:
-                        # Jobs of dead workers go back to the queue; one sweep a second is plenty.
-                        self.store.requeue_expired()
-                        last_sweep = time.monotonic()
-                    if time.monotonic() - last_beat >= self.settings.heartbeat_seconds:
-                        self.store.worker_heartbeat(self.id, "idle", gpu_memory_bytes=_gpu_memory())
-                        last_beat = time.monotonic()
+                    self.housekeeping()
                     self._check_free_space()
                     worked = self.run_one()
                     backoff.succeeded()
@@ -115,9 +112,27 @@ class Worker:
                 if not worked:
                     self.stop.wait(self.settings.poll_seconds)
         finally:
-            if registered:
-                self._worker_beat("stopped")
-            log.info("worker %s stopped", self.id)
+            self.unregister()
+
+    def housekeeping(self):
+        """Register once, beat every ``heartbeat_seconds``, and re-queue jobs of dead workers (once a second)."""
+        now = time.monotonic()
+        if not self._registered:
+            self.store.register_worker(self.id, self.device, self.models)
+            log.info("worker %s up, serving %s", self.id, ", ".join(self.models))
+            self._registered = True
+        if now - self._last_sweep >= 1.0:
+            self.store.requeue_expired()
+            self._last_sweep = now
+        if now - self._last_beat >= self.settings.heartbeat_seconds:
+            self.store.worker_heartbeat(self.id, "busy" if self.current else "idle",
+                                        current_job=self.current, gpu_memory_bytes=_gpu_memory())
+            self._last_beat = now
+
+    def unregister(self):
+        if self._registered:
+            self._worker_beat("stopped")
+        log.info("worker %s stopped", self.id)
 
     def _check_free_space(self):
         free = free_bytes(self.settings)
@@ -135,10 +150,28 @@ class Worker:
             log.debug("worker heartbeat not recorded: %s", exc)
 
     def run_one(self):
-        """Claim and run one job. Returns False when the queue had nothing for us."""
+        """Claim and run the oldest queued job of our models. Returns False when there was none."""
         job = self.store.claim(self.id, self.models, self.settings.lease_seconds)
         if job is None:
             return False
+        self.execute(job)
+        return True
+
+    def run_job(self, job_id):
+        """Run one named job (what a queue's message carries), if it is still queued.
+
+        Returns False, doing nothing, when it is not: finished, canceled, or running under
+        another worker. A message delivered twice therefore runs its job once.
+        """
+        self._check_free_space()
+        job = self.store.claim_job(job_id, self.id, self.models, self.settings.lease_seconds)
+        if job is None:
+            return False
+        self.execute(job)
+        return True
+
+    def execute(self, job):
+        """Run a job this worker has claimed, to its final state (or back to the queue)."""
         self.current = job["id"]
         self._worker_beat("busy", current_job=job["id"])
         try:
@@ -146,12 +179,12 @@ class Worker:
         finally:
             self.current = None
             self._worker_beat("idle")
-        return True
 
     # -- one job -------------------------------------------------------------------
     def _run(self, job):
         job_id, settings = job["id"], self.settings
         state = {"progress": 0.0, "beat": time.monotonic(), "cancel": False, "lost": False}
+        deadline = time.monotonic() + settings.job_timeout_seconds
         keepalive_stop = threading.Event()
 
         def beat():
@@ -184,6 +217,9 @@ class Worker:
                 raise JobCanceled(job_id)
             if self.stop.is_set():
                 raise WorkerStopping(job_id)
+            if time.monotonic() > deadline:
+                raise JobTimedOut(f"the job ran longer than TALKINGFACE_JOB_TIMEOUT_SECONDS="
+                                  f"{settings.job_timeout_seconds:g} s")
 
         thread = threading.Thread(target=keepalive, daemon=True, name=f"lease-{job_id}")
         thread.start()
