@@ -6,9 +6,11 @@ under ``./data``, one worker, bound to localhost, no API keys (open to local cal
 """
 
 import hashlib
+import importlib.util
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -69,6 +71,26 @@ class Settings(BaseSettings):
     min_free_bytes: int = Field(1 << 30, ge=0)  # less free under data_dir: /readyz 503, workers take no job
     decode_budget_bytes: int = Field(512 << 20, gt=0)   # memory the API may spend at once checking uploads
     decode_wait_seconds: float = Field(30.0, ge=0)      # a check waiting longer for that budget: 503
+
+    # Storage of uploads and results: "folder" (under data_dir; a shared mount there, such as NFS, shares
+    # them between machines) or "s3" (a bucket of AWS S3 or of an S3-compatible store). The bucket's
+    # credentials come from AWS's chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws, a role),
+    # never from these settings.
+    storage: Literal["folder", "s3"] = "folder"
+    s3_bucket: str = Field("", validate_default=True)   # needed with storage "s3"
+    s3_prefix: str = ""                        # keys under this folder of the bucket ("talkingface")
+    s3_endpoint_url: str | None = None         # MinIO, Ceph, R2...: its URL; unset: AWS
+    s3_region: str | None = None               # unset: AWS's chain (AWS_DEFAULT_REGION, ~/.aws/config)
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _check_bucket(cls, value, info):
+        if info.data.get("storage") == "s3":
+            if not value:
+                raise ValueError("TALKINGFACE_STORAGE=s3 needs the bucket's name in TALKINGFACE_S3_BUCKET")
+            if importlib.util.find_spec("boto3") is None:
+                raise ValueError("TALKINGFACE_STORAGE=s3 needs boto3: pip install 'talkingface[s3]'")
+        return value
 
     # Webhooks
     webhook_secret: str = ""                   # HMAC-SHA256 key; empty: calls are not signed
