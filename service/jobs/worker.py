@@ -12,6 +12,7 @@ the worker waits (exponentially longer, capped) before trying again, logging eac
 of state once.
 """
 
+import contextlib
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ from models.errors import TalkingFaceError
 from service import render
 from service.jobs.store import JobStatus, JobStore, LeaseLost, free_bytes, new_id, storage_failure
 from service.settings import Settings
+from service.storage import StorageUnavailable, storage_for
 
 log = logging.getLogger("talkingface.worker")
 
@@ -252,8 +254,10 @@ class Worker:
         to the queue (the attempt does not count). Without a database to say so, its lease runs out
         and the job is re-queued all the same."""
         log.warning("job %s: handed back to the queue: %s", job["id"], exc)
-        for result in self.settings.results_dir.glob(f"{job['id']}.*"):
-            result.unlink(missing_ok=True)
+        try:
+            storage_for(self.settings).delete_prefix(f"results/{job['id']}.")
+        except StorageUnavailable as again:     # the bucket out of reach too: the retry overwrites it
+            log.debug("job %s: partial result not removed: %s", job["id"], again)
         try:
             self.store.release(job["id"], self.id)
         except Exception as again:
@@ -262,32 +266,49 @@ class Worker:
 
     def _generate(self, job, progress):
         settings, inputs = self.settings, job["inputs"]
+        storage = storage_for(settings)
         options = job["options"] or {}
         pipe = self.pipeline(job["model"])
         task = render.TASKS[job["task"]]
-        if job["task"] == "motion-transfer" and options.get("target"):
-            options = dict(options, target=str(self._target_folder(options["target"])))
-        files = {role: self._file_path(file_id, role) for role, file_id in inputs.items() if file_id}
-        sample = task.read(pipe, files, options, render.Limits(settings.max_audio_seconds, settings.max_image_pixels))
-        settings.results_dir.mkdir(parents=True, exist_ok=True)
-        relative = f"results/{job['id']}{task.result_file(options)[0]}"
-        path = settings.data_dir / relative
-        done = task.render(pipe, sample, path, options=options, progress=progress, comment=f"; job {job['id']}",
-                           provenance=render.Provenance.from_settings(settings))
-        return dict(result_path=relative, result_bytes=path.stat().st_size, frames=done.frames,
+        # Inputs are local files for the job's length (fetched from a bucket, removed after it); the
+        # result is written to a local file, then kept by the storage.
+        with contextlib.ExitStack() as local:
+            if job["task"] == "motion-transfer" and options.get("target"):
+                options = dict(options, target=str(self._target_folder(options["target"], local)))
+            files = {role: self._file_path(file_id, role, local) for role, file_id in inputs.items() if file_id}
+            sample = task.read(pipe, files, options,
+                               render.Limits(settings.max_audio_seconds, settings.max_image_pixels))
+            relative = f"results/{job['id']}{task.result_file(options)[0]}"
+            path = local.enter_context(storage.writing(relative))
+            done = task.render(pipe, sample, path, options=options, progress=progress, comment=f"; job {job['id']}",
+                               provenance=render.Provenance.from_settings(settings))
+            size = path.stat().st_size
+            if render.target_folder(path).is_dir():    # a motion target's trained folder, beside its summary
+                storage.save_tree(render.target_folder(path), render.target_folder(relative).as_posix())
+            storage.save(path, relative)
+        return dict(result_path=relative, result_bytes=size, frames=done.frames,
                     generated_at=done.generated_at, info=done.info)
 
-    def _target_folder(self, target):
+    def _target_folder(self, target, local: contextlib.ExitStack):
+        """The trained folder of the motion-target job ``target``, local while ``local`` lasts."""
         row = self.store.get_job(target)
         if row is None or row["task"] != "motion-target" or not row["result_path"]:
             raise TalkingFaceError(f"the target {target} no longer exists")
-        return render.target_folder(self.settings.data_dir / row["result_path"])
+        try:
+            return local.enter_context(storage_for(self.settings).open_local_tree(
+                render.target_folder(row["result_path"]).as_posix()))
+        except FileNotFoundError:
+            raise TalkingFaceError(f"the target {target} no longer exists") from None
 
-    def _file_path(self, file_id, role):
+    def _file_path(self, file_id, role, local: contextlib.ExitStack):
+        """The input file ``file_id`` as a local path while ``local`` lasts."""
         row = self.store.get_file(file_id) if file_id else None
         if row is None or not row["path"]:
             raise TalkingFaceError(f"the {role} file {file_id} no longer exists")
-        return self.settings.data_dir / row["path"]
+        try:
+            return local.enter_context(storage_for(self.settings).open_local(row["path"]))
+        except FileNotFoundError:
+            raise TalkingFaceError(f"the {role} file {file_id} no longer exists") from None
 
 
 def _gpu_memory():
