@@ -37,7 +37,8 @@ from models import weights as weights_lib
 from models.atvgnet import features, preprocess
 from models.atvgnet.networks import ATNet, VGNet
 from models.common.device import pick_device
-from models.common.pipeline import TalkingFacePipeline, load_project_networks, read_project
+from models.common.pipeline import FrameStream, TalkingFacePipeline, load_project_networks, read_project
+from models.errors import InvalidInput
 from models.perception import face as face_lib
 from models.perception.paste import PasteBack
 from models.types import TalkingFaceInput
@@ -79,6 +80,7 @@ class ATVGnetPipeline(TalkingFacePipeline):
     """
 
     name = "atvgnet"
+    can_stream = True
     fps = features.FPS
     sample_rate = features.SAMPLE_RATE
 
@@ -177,22 +179,91 @@ class ATVGnetPipeline(TalkingFacePipeline):
         return frames.float(), state
 
     # -- public -----------------------------------------------------------------------
+    def open_stream(self, image_or_reference, *, face_index=0, paste_back=False, chunk_frames=None) -> "ATVGnetStream":
+        """A ``FrameStream`` of this face speaking the 16-kHz samples pushed into it.
+
+        Frame ``k`` is made once the samples up to 0.175 s past its time are in
+        (``features.LOOKAHEAD``), ``chunk_frames`` frames at a time (the pipeline's
+        ``chunk_frames`` by default): the chunks, and so the frames, are exactly those of
+        ``frame_chunks`` over the whole clip with the same ``chunk_frames``.
+        """
+        reference = image_or_reference
+        if isinstance(reference, np.ndarray):
+            reference = self.prepare_reference(reference, face_index)
+        return ATVGnetStream(self, reference, paste_back=paste_back, chunk_frames=chunk_frames or self.chunk_frames)
+
     def frame_chunks(self, inputs: TalkingFaceInput, paste_back=False, progress=None, reference=None):
         """Yield uint8 RGB frame chunks (n, H, W, 3) in order; memory bounded per chunk.
 
         ``progress(done, total)`` is called after every chunk; raising from it (for
         instance to cancel a job) stops the generation at that chunk boundary.
         ``reference`` is ``prepare_reference``'s result when the caller already has it.
+        The clip goes through ``open_stream`` one chunk's samples at a time.
         """
         audio = self.prepare_audio(inputs.audio, inputs.sample_rate)
         if reference is None:
             reference = self.prepare_reference(inputs.image, inputs.face_index)
         total = features.num_frames(len(audio))
-        state = None
-        for start, windows in features.iter_mfcc_windows(audio, self.chunk_frames):
-            frames, state = self._generate(reference, windows, state)
+        stream = self.open_stream(reference, paste_back=paste_back)
+        step = self.chunk_frames * features.SAMPLES_PER_FRAME
+        for begin in range(0, len(audio) + step, step):
+            # The last round closes the stream: its frames read past the clip's end.
+            chunks = stream.push_chunks(audio[begin:begin + step]) if begin < len(audio) else stream.close_chunks()
+            for frames in chunks:
+                yield frames
+                if progress is not None:
+                    progress(stream.frames_out, total)
+
+
+class ATVGnetStream(FrameStream):
+    """ATVGnet's frames as the voice arrives (``ATVGnetPipeline.open_stream``).
+
+    The MFCC windows come from ``features.MfccStream`` (the whole clip's values) and go
+    through AT-net ``chunk_frames`` at a time with its LSTM state carried, then VG-net.
+    """
+
+    def __init__(self, pipeline: ATVGnetPipeline, reference: Reference, paste_back=False, chunk_frames=32):
+        if int(chunk_frames) < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        self.pipeline = pipeline
+        self.reference = reference
+        self.paste_back = bool(paste_back)
+        self.chunk_frames = int(chunk_frames)
+        self.fps = pipeline.fps
+        self.frames_out = 0
+        self.closed = False
+        self.frame_shape = (*(reference.photo.shape[:2] if self.paste_back else reference.face.shape[:2]), 3)
+        self._mfcc = features.MfccStream()
+        self._state = None
+
+    @property
+    def samples_in(self) -> int:
+        return self._mfcc.samples_in
+
+    def push_chunks(self, samples):
+        if self.closed:
+            raise InvalidInput("the stream is closed: no more audio can be pushed")
+        self._mfcc.push(self.check_samples(samples))
+        return self._made()
+
+    def close_chunks(self):
+        if not self.closed:
+            self.closed = True
+            self._mfcc.end()
+        return self._made()
+
+    def _made(self):
+        """Chunks of frames ``[c k, c (k + 1))`` while the windows are ready; the last chunk once closed."""
+        while True:
+            ready = self._mfcc.ready()
+            stop = min(self._mfcc.frames_taken + self.chunk_frames, ready)
+            if stop == self._mfcc.frames_taken or (stop - self._mfcc.frames_taken < self.chunk_frames
+                                                   and not self._mfcc.ended):
+                return
+            frames, self._state = self.pipeline._generate(self.reference, self._mfcc.windows(stop), self._state)
             frames = ((frames + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8)
             frames = frames.permute(0, 2, 3, 1).cpu().numpy()
-            yield reference.paste_back(frames) if paste_back else frames
-            if progress is not None:
-                progress(start + len(frames), total)
+            if self.paste_back:
+                frames = self.reference.paste_back(frames)
+            self.frames_out += len(frames)
+            yield frames

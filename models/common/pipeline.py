@@ -12,7 +12,8 @@ the task's method:
   ``generate``.
 
 The class declares, once, what the model takes: its ``options`` with types, defaults and
-limits (and ``accepts_video`` for a talking face). The CLI, the REST form, the job schema
+limits (and ``accepts_video`` for a talking face, ``can_stream`` for one that makes its
+frames as the voice arrives: ``open_stream`` then returns a ``FrameStream``). The CLI, the REST form, the job schema
 and the dashboard read that declaration, so a new model needs no change in ``service/``.
 
 The project's own weights live in one folder layout for every system (``save_project``
@@ -28,6 +29,9 @@ from __future__ import annotations
 
 import json
 import numbers
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +179,7 @@ class Pipeline:
     name: str = ""
     task: str = ""
     accepts_video = False             # True: a talking face whose lips can follow a driving video
+    can_stream = False                # True: ``open_stream`` makes frames as the voice arrives
     common_options: tuple[Option, ...] = (SEED_OPTION,)
     options: tuple[Option, ...] = ()  # per-call options beyond common_options
     info: dict
@@ -183,6 +188,12 @@ class Pipeline:
     def declared_options(cls) -> dict[str, Option]:
         """Every option a request to this model may carry, by name."""
         return {option.name: option for option in tuple(cls.common_options) + tuple(cls.options)}
+
+    @classmethod
+    def streams(cls, options: dict) -> bool:
+        """Whether a request with these (checked) ``options`` can be streamed (``can_stream``
+        unless an option rules it out)."""
+        return cls.can_stream
 
     @classmethod
     def call_options(cls, options: dict) -> dict:
@@ -205,11 +216,87 @@ class Pipeline:
         return image
 
 
+class FrameStream:
+    """Frames made while the voice arrives: ``TalkingFacePipeline.open_stream``'s result.
+
+    ``push`` mono float32 samples at the pipeline's ``sample_rate``, in pieces of any
+    length; each call returns the frames those samples complete, uint8 (n, H, W, 3) with n
+    possibly 0. ``close`` ends the voice and returns the frames still owed (those that
+    read past the last sample). The frames of all the calls together are those of
+    ``frame_chunks`` over the whole clip, however the voice was cut.
+
+    ``push_chunks`` and ``close_chunks`` return the same frames as an iterator of the
+    chunks the model makes them in, for callers that hand frames on chunk by chunk.
+
+    Attributes:
+        fps: frames per second.
+        frames_out: frames returned so far.
+        samples_in: samples pushed so far.
+        frame_shape: (H, W, 3) of every frame.
+
+    Example:
+        ```py
+        stream = pipe.open_stream(photo, chunk_frames=4)
+        for piece in voice_pieces:            # float32 at pipe.sample_rate
+            show(stream.push(piece))
+        show(stream.close())
+        ```
+    """
+
+    fps: float = 25.0
+    frames_out: int = 0
+    samples_in: int = 0
+    frame_shape: tuple = (0, 0, 3)
+    closed: bool = False
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Append ``samples``; the frames that can be made now, uint8 (n, H, W, 3)."""
+        return self._joined(self.push_chunks(samples))
+
+    def close(self) -> np.ndarray:
+        """End the voice; the remaining frames, uint8 (n, H, W, 3)."""
+        return self._joined(self.close_chunks())
+
+    def push_chunks(self, samples: np.ndarray) -> Iterator[np.ndarray]:
+        """``push``, its frames as an iterator of chunks (the samples are taken at once)."""
+        raise NotImplementedError
+
+    def close_chunks(self) -> Iterator[np.ndarray]:
+        """``close``, its frames as an iterator of chunks (the voice ends at once)."""
+        raise NotImplementedError
+
+    def _joined(self, chunks) -> np.ndarray:
+        chunks = list(chunks)
+        if not chunks:
+            return np.zeros((0, *self.frame_shape), dtype=np.uint8)
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+    @staticmethod
+    def check_samples(samples) -> np.ndarray:
+        """``samples`` as 1-D float32, or InvalidInput."""
+        samples = np.asarray(samples)
+        if samples.ndim != 1 or samples.dtype.kind not in "fiu":
+            raise InvalidInput("audio samples must be a 1-D array of numbers (mono)")
+        samples = samples.astype(np.float32, copy=False)
+        if not np.isfinite(samples).all():
+            raise InvalidInput("audio samples hold NaN or infinity")
+        return samples
+
+
+_CACHE_LOCK = threading.Lock()
+
+
 class TalkingFacePipeline(Pipeline):
     """Base of the talking-face pipelines: one photo + a voice clip (or a driving video) -> frames.
 
     Subclasses set ``name``, ``fps``, ``sample_rate``, ``min_audio_seconds``, what they take
-    (``accepts_video``, ``options``) and implement ``frame_chunks``.
+    (``accepts_video``, ``options``) and implement ``prepare_reference`` and ``frame_chunks``;
+    those that set ``can_stream`` implement ``open_stream`` too.
+
+    The per-face work (``prepare_reference``: detection, crop, landmarks, the identity
+    tensors) can be kept for the next clip of the same face: ``cached_reference`` holds the
+    last ``reference_cache_size`` faces by a key the caller chooses (a stored file's id,
+    the sha256 of the photo's bytes).
     """
 
     task = "talking-face"
@@ -217,6 +304,53 @@ class TalkingFacePipeline(Pipeline):
     fps: float = 25.0
     sample_rate: int = 16000
     min_audio_seconds = 0.3
+    reference_cache_size = 4
+
+    # -- the face -------------------------------------------------------------------------
+    def prepare_reference(self, image, face_index=0):
+        """Everything the model derives from the photo, once per clip."""
+        raise NotImplementedError
+
+    def cached_reference(self, key, image, face_index=0):
+        """``prepare_reference(image, face_index)``, kept by ``(key, face_index)`` for the next call.
+
+        Args:
+            key: names the photo (a file id, a sha256); None: not cached.
+            image: the photo, RGB uint8 (H, W, 3), or a function returning it (called only
+                when the face is not cached, so a cached face needs no decoding).
+            face_index: which face of the photo.
+
+        Returns:
+            The reference, shared between callers: treat it as read-only.
+        """
+        if key is None:
+            return self.prepare_reference(image() if callable(image) else image, face_index)
+        with _CACHE_LOCK:
+            cache = self.__dict__.setdefault("_reference_cache", OrderedDict())
+            reference = cache.get((key, face_index))
+            if reference is not None:
+                cache.move_to_end((key, face_index))
+                return reference
+        reference = self.prepare_reference(image() if callable(image) else image, face_index)
+        with _CACHE_LOCK:
+            cache[(key, face_index)] = reference
+            while len(cache) > max(0, self.reference_cache_size):
+                cache.popitem(last=False)
+        return reference
+
+    # -- streaming ------------------------------------------------------------------------
+    def open_stream(self, image_or_reference, *, face_index=0, paste_back=False, chunk_frames=None) -> FrameStream:
+        """A ``FrameStream`` that makes this face speak the samples pushed into it.
+
+        Args:
+            image_or_reference: the photo, RGB uint8 (H, W, 3), or ``prepare_reference``'s
+                (or ``cached_reference``'s) result.
+            face_index: which face of the photo (unused with a reference).
+            paste_back: frames of the whole photo with the face put back.
+            chunk_frames: frames the model makes per step (default: the pipeline's):
+                fewer give the first frames sooner, more use the device better.
+        """
+        raise InvalidInput(f"model {self.name} cannot stream its frames")
 
     def prepare_audio(self, audio, sample_rate):
         """Mono float32 at the model's sample rate, checked for length."""

@@ -27,6 +27,8 @@ def list_models(settings=Depends(get_settings), store=Depends(get_store)):
                      "inputs": {role: list(kinds) for role, kinds in task.inputs.items()} if task else {},
                      "result": task.media_type if task else None,
                      "accepts_video": pipeline.accepts_video,
+                     # ``stream=true`` answers with the video as it is made (its default options).
+                     "stream": bool(pipeline.streams({})),
                      **({"conditions": list(pipeline.conditions()), "levels": bool(pipeline.levels),
                          "condition_required": bool(pipeline.condition_required)}
                         if spec.task == "image-generation" else {}),
