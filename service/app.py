@@ -30,7 +30,9 @@ from service.api.guard import RequestGuard
 from service.api.serialize import job_body
 from service.jobs.store import JobStore
 from service.prometheus import HTTPMetrics, build_registry
+from service.render import target_folder
 from service.settings import Settings, get_settings
+from service.storage import storage_for
 from service.webhooks import WebhookDispatcher
 
 log = logging.getLogger("talkingface.app")
@@ -42,13 +44,16 @@ def purge_expired(store, settings):
     """Delete uploads and results older than the retention period; returns how many."""
     older_than = time.time() - settings.retention_hours * 3600
     old_files, old_results = store.expired_artifacts(older_than)
+    storage = storage_for(settings)
     for file_id, _ in old_files:
         row = store.delete_file(file_id)
         if row and row["path"]:
-            Path(settings.data_dir / row["path"]).unlink(missing_ok=True)
+            storage.delete(row["path"])
     for job_id, path in old_results:
-        Path(settings.data_dir / path).unlink(missing_ok=True)
+        storage.delete(path)
+        storage.delete_prefix(target_folder(path).as_posix() + "/")    # a motion target's trained folder
         store.clear_result(job_id)
+    storage.purge_staging(older_than)
     return len(old_files) + len(old_results)
 
 

@@ -17,6 +17,7 @@ chunk from the object's body (HTTP ranges and HEAD answered as for a local file)
 """
 
 import contextlib
+import datetime
 import email.utils
 import errno
 import glob
@@ -260,13 +261,15 @@ class S3Storage(Storage):
     def _missing(self, exc) -> bool:
         from botocore.exceptions import ClientError
 
-        return isinstance(exc, ClientError) and (
-            exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
-            or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404)
+        # A missing bucket (NoSuchBucket) is no missing file: the store cannot be used.
+        return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in (
+            "404", "NoSuchKey", "NotFound")
 
     def _unavailable(self, exc) -> StorageUnavailable:
         from botocore.exceptions import ClientError
 
+        if not isinstance(exc, ClientError) and isinstance(exc.__context__, ClientError):
+            exc = exc.__context__           # boto3's transfers wrap the error the store answered
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
             what = f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
@@ -277,12 +280,14 @@ class S3Storage(Storage):
     @contextlib.contextmanager
     def _calling(self):
         """botocore's failures as StorageUnavailable; a missing object as FileNotFoundError."""
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
-        from s3transfer.exceptions import S3TransferFailedError
+        from s3transfer.exceptions import RetriesExceededError, S3DownloadFailedError, S3UploadFailedError
 
         try:
             yield
-        except (ClientError, BotoCoreError, S3TransferFailedError) as exc:
+        except (ClientError, BotoCoreError, Boto3Error, RetriesExceededError, S3DownloadFailedError,
+                S3UploadFailedError) as exc:
             if self._missing(exc):
                 raise FileNotFoundError(errno.ENOENT, "no such object", self.bucket) from None
             raise self._unavailable(exc) from exc
@@ -431,15 +436,21 @@ class ObjectResponse(Response):
         self.status_code, self.background = 200, None
 
     async def __call__(self, scope, receive, send):
-        head = await anyio.to_thread.run_sync(self.storage.head, self.key)
-        if head is None:
-            from service.api.errors import error_response
+        from service.api.errors import RETRY_AFTER_SECONDS, error_response
 
-            gone = error_response(410, "gone", "the result was deleted")
-            return await gone(scope, receive, send)
+        try:
+            head = await anyio.to_thread.run_sync(self.storage.head, self.key)
+        except StorageUnavailable as exc:
+            log.warning("storage unavailable: %s", exc.message)
+            busy = error_response(503, "storage_unavailable", "the storage of uploads and results cannot be "
+                                  "used now; try again", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+            return await busy(scope, receive, send)
+        if head is None:
+            return await error_response(410, "gone", "the result was deleted")(scope, receive, send)
         size = head["ContentLength"]
-        modified = email.utils.format_datetime(head["LastModified"], usegmt=True) if head.get(
-            "LastModified") else None
+        modified = head.get("LastModified")
+        if modified is not None:
+            modified = email.utils.format_datetime(modified.astimezone(datetime.timezone.utc), usegmt=True)
         headers = {"content-type": self.media_type, "accept-ranges": "bytes",
                    "content-disposition": f'inline; filename="{self.filename}"'}
         if head.get("ETag"):

@@ -4,19 +4,24 @@ A file belongs to the API key that uploaded it; for another key it does not exis
 """
 
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
 
+import anyio
 from fastapi import APIRouter, Depends, UploadFile
+from fastapi.concurrency import run_in_threadpool
 
 from models.errors import InvalidInput
 from service import media, render
 from service.api.deps import Principal, get_settings, get_store, require_key
-from service.api.errors import APIError
+from service.api.errors import RETRY_AFTER_SECONDS, APIError
 from service.api.serialize import iso
 from service.jobs.store import new_id
+from service.storage import StorageUnavailable, storage_for
 
+log = logging.getLogger("talkingface.api")
 router = APIRouter(prefix="/v1/files", tags=["files"], dependencies=[Depends(require_key)])
 CHUNK = 1 << 20
 
@@ -61,12 +66,13 @@ def classify(path, settings):
 
 
 async def save_upload(upload: UploadFile, settings, store, field="file", owner=""):
-    """Copy an upload to the data dir within the size cap, check it, record it as ``owner``'s."""
+    """Copy an upload to a local file within the size cap, check it, keep it in the storage and
+    record it as ``owner``'s."""
     if upload is None or not upload.filename and upload.size in (None, 0):
         raise APIError(400, "invalid_input", f"the multipart field '{field}' is missing")
-    settings.files_dir.mkdir(parents=True, exist_ok=True)
-    digest, size = hashlib.sha256(), 0
-    fd, tmp = tempfile.mkstemp(dir=settings.files_dir, prefix=".upload-")
+    storage = storage_for(settings)
+    digest, size, kept = hashlib.sha256(), 0, None
+    fd, tmp = tempfile.mkstemp(dir=storage.local_dir("files"), prefix=".upload-")
     try:
         with os.fdopen(fd, "wb") as out:
             while chunk := await upload.read(CHUNK):
@@ -90,14 +96,31 @@ async def save_upload(upload: UploadFile, settings, store, field="file", owner="
             raise APIError(415, "unsupported_media", message) from None
         file_id = new_id("file")
         relative = f"files/{file_id}"
-        os.replace(tmp, settings.data_dir / relative)
-        tmp = str(settings.data_dir / relative)     # removed below when its row cannot be written
+        # Moved into place, or uploaded to the bucket (in parts read from the file); shielded, so that a
+        # client gone meanwhile cannot leave a kept file that no row records.
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(storage.save, Path(tmp), relative)
+        tmp, kept = None, relative      # removed below when its row cannot be written
         return store.add_file(kind, size, digest.hexdigest(), (upload.filename or "")[:255],
                               (upload.content_type or "")[:100], relative, file_id=file_id, owner=owner)
-    except BaseException:               # a refusal, a full disk or database: no file is left behind
+    except BaseException as exc:        # a refusal, a full disk or database: no file is left behind
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+        if kept:
+            try:
+                storage.delete(kept)
+            except StorageUnavailable:  # the bucket is out of reach: the object stays, unrecorded
+                pass
+        if isinstance(exc, StorageUnavailable):
+            raise unavailable(exc) from None
         raise
+
+
+def unavailable(exc: StorageUnavailable) -> APIError:
+    """503 for a bucket that cannot be used now (what it answered is logged, not sent): try again."""
+    log.warning("storage unavailable: %s", exc.message)
+    return APIError(503, "storage_unavailable", "the storage of uploads and results cannot be used now; try again",
+                    {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def save_array(array, settings, store, filename="condition.npy", owner=""):
@@ -109,16 +132,18 @@ def save_array(array, settings, store, filename="condition.npy", owner=""):
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(array, dtype=np.float32), allow_pickle=False)
     data = buffer.getvalue()
-    settings.files_dir.mkdir(parents=True, exist_ok=True)
+    storage = storage_for(settings)
     file_id = new_id("file")
     relative = f"files/{file_id}"
-    fd, tmp = tempfile.mkstemp(dir=settings.files_dir, prefix=".upload-")
+    fd, tmp = tempfile.mkstemp(dir=storage.local_dir("files"), prefix=".upload-")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-        os.replace(tmp, settings.data_dir / relative)
-    except OSError:                     # a full disk: no partial file is left behind
+        storage.save(Path(tmp), relative)
+    except (OSError, StorageUnavailable) as exc:    # a full disk: no partial file is left behind
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, StorageUnavailable):
+            raise unavailable(exc) from None
         raise
     return store.add_file("array", len(data), hashlib.sha256(data).hexdigest(), filename, "application/x-npy",
                           relative, file_id=file_id, owner=owner)
@@ -143,7 +168,10 @@ def remove_file(row, settings, store):
     """Delete a stored file: its bytes, then its row (marked deleted)."""
     # The bytes go first: on a full disk that frees the room the database needs to record it.
     if row["path"]:
-        Path(settings.data_dir / row["path"]).unlink(missing_ok=True)
+        try:
+            storage_for(settings).delete(row["path"])
+        except StorageUnavailable as exc:
+            raise unavailable(exc) from None
     store.delete_file(row["id"])
 
 

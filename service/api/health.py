@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from models import registry
 from service.api.deps import get_settings, get_store
 from service.jobs.store import free_bytes
+from service.storage import storage_for
 
 router = APIRouter(tags=["health"])
 
@@ -36,7 +37,9 @@ def readyz(settings=Depends(get_settings), store=Depends(get_store)):
     checks["workers"] = f"{workers} up"
     kind, _, missing = registry.weights_ready(settings.default_model, weights_root=settings.weights_dir)
     checks["weights"] = f"ok ({kind})" if not missing else "missing " + ", ".join(missing)
-    ready = checks["store"] == "ok" and workers > 0 and not missing and disk_ok
+    problem = storage_for(settings).check()        # the folder writable, or the bucket reachable
+    checks["storage"] = f"ok ({settings.storage})" if problem is None else problem
+    ready = checks["store"] == "ok" and workers > 0 and not missing and disk_ok and problem is None
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
                         status_code=200 if ready else 503)
 

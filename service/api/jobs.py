@@ -6,13 +6,11 @@ for another key it does not exist (404, and left out of lists), unless that key 
 
 import asyncio
 import json
-import shutil
-from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models import registry
@@ -20,9 +18,11 @@ from models.common.pipeline import InvalidOption, check_options
 from models.errors import TalkingFaceError
 from service.api.deps import ANONYMOUS, Principal, get_settings, get_store, require_key
 from service.api.errors import APIError
+from service.api.files import unavailable
 from service.api.serialize import iso, job_body
 from service.jobs.store import FINAL, JobStatus
 from service.render import TASKS, target_folder
+from service.storage import StorageUnavailable, storage_for
 from service.webhooks import WebhookURLError, check_webhook_syntax, check_webhook_url
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_key)])
@@ -212,18 +212,22 @@ def get_result(job_id: str, settings=Depends(get_settings), store=Depends(get_st
     row = get_job_or_404(store, job_id, principal)
     if row["status"] != JobStatus.succeeded:
         raise APIError(409, "not_ready", f"job {job_id} is {row['status']}; its result is not available")
-    if not row["result_path"] or not (settings.data_dir / row["result_path"]).is_file():
-        raise APIError(410, "gone", f"the result of job {job_id} was deleted")
-    return result_response(settings, row)
+    try:
+        if row["result_path"]:
+            return result_response(settings, row)
+    except FileNotFoundError:
+        pass
+    raise APIError(410, "gone", f"the result of job {job_id} was deleted")
 
 
 def result_response(settings, row, headers=None):
-    """The result file of a finished job, with its task's media type."""
-    path = settings.data_dir / row["result_path"]
+    """The result file of a finished job, with its task's media type, streamed from the storage.
+
+    FileNotFoundError when the folder holds no such file; a bucket's response answers 410 itself then.
+    """
     task = TASKS.get(row["task"], TASKS["talking-face"])
     suffix, media_type = task.result_file(row["options"])
-    return FileResponse(path, media_type=media_type, filename=f"{row['id']}{suffix}",
-                        content_disposition_type="inline", headers=headers)
+    return storage_for(settings).response(row["result_path"], media_type, f"{row['id']}{suffix}", headers=headers)
 
 
 @router.delete("/v1/jobs/{job_id}")
@@ -235,8 +239,12 @@ def delete_job_artifacts(job_id: str, settings=Depends(get_settings), store=Depe
     if row["status"] not in FINAL:
         raise APIError(409, "not_finished", f"job {job_id} is {row['status']}; cancel it first")
     if row["result_path"]:
-        Path(settings.data_dir / row["result_path"]).unlink(missing_ok=True)
-        shutil.rmtree(target_folder(settings.data_dir / row["result_path"]), ignore_errors=True)
+        storage = storage_for(settings)
+        try:
+            storage.delete(row["result_path"])
+            storage.delete_prefix(target_folder(row["result_path"]).as_posix() + "/")
+        except StorageUnavailable as exc:
+            raise unavailable(exc) from None
         store.clear_result(job_id)
     return job_body(store.get_job(job_id))
 
