@@ -81,8 +81,17 @@ def create_app(settings: Settings | None = None, start_workers: bool = False) ->
         stop = threading.Event()
         sweeper = threading.Thread(target=_sweep, args=(store, settings, stop), daemon=True)
         sweeper.start()
-        dispatcher = WebhookDispatcher.from_settings(store, job_body, settings)
-        dispatcher.start()
+        webhooks = WebhookDispatcher.from_settings(store, job_body, settings)
+        webhooks.start()
+        broker = None
+        if settings.broker_url:
+            # The Celery engine: queued jobs are handed to the broker from here (any number of API
+            # processes may do it), woken by each submission.
+            from service.jobs.celery_engine import Dispatcher
+            broker = Dispatcher(store, settings)
+            store.on_jobs_created.append(broker.submitted)
+            broker.start()
+        app.state.broker = broker
         executor = None
         if start_workers and settings.workers > 0:
             from service.jobs.executor import EmbeddedWorkers
@@ -97,7 +106,9 @@ def create_app(settings: Settings | None = None, start_workers: bool = False) ->
         finally:
             stopping.set()
             stop.set()
-            dispatcher.stop()
+            webhooks.stop()
+            if broker:
+                broker.stop()
             if executor:
                 executor.stop()
             store.dispose()

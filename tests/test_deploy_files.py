@@ -105,30 +105,37 @@ def test_compose_needs_its_secrets_from_the_env_file(tmp_path):
     empty = tmp_path / "empty.env"
     empty.write_text("")
     done = compose("config", "--quiet", env_file=empty)
-    assert done.returncode != 0 and "POSTGRES_PASSWORD" in done.stderr
+    # Compose names the first missing one it meets, in no fixed order.
+    assert done.returncode != 0 and re.search(r"set (POSTGRES_PASSWORD|REDIS_PASSWORD|TALKINGFACE_API_KEYS|"
+                                              r"GRAFANA_ADMIN_PASSWORD) in \.env", done.stderr), done.stderr
 
 
 def test_compose_services_as_resolved():
     config = resolved_config()
     services = config["services"]
-    assert {"postgres", "api", "worker", "worker-cpu", "prometheus", "grafana"} <= set(services)
-    assert services["postgres"]["healthcheck"]["test"]
+    assert {"postgres", "redis", "api", "worker", "worker-cpu", "prometheus", "grafana"} <= set(services)
+    assert services["postgres"]["healthcheck"]["test"] and services["redis"]["healthcheck"]["test"]
+    assert "--appendonly" in services["redis"]["command"]
     api = services["api"]
     assert api["command"] == ["serve", "--workers", "0"]
     assert api["build"]["target"] == "api"
     assert [p["target"] for p in api["ports"]] == [8000]
     assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
     gpu = services["worker"]
-    assert gpu["command"] == ["worker"] and gpu["build"]["target"] == "worker" and gpu["profiles"] == ["gpu"]
+    assert gpu["command"][:2] == ["worker", "--models"] and gpu["build"]["target"] == "worker"
+    assert gpu["profiles"] == ["gpu"] and gpu["depends_on"]["redis"]["condition"] == "service_healthy"
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     cpu = services["worker-cpu"]
     assert cpu["profiles"] == ["cpu"] and "devices" not in cpu.get("deploy", {}).get("resources", {}).get(
         "reservations", {})
-    # One data volume and one database for the API and every worker.
+    # One data volume, one database and one broker for the API and every worker.
     for name in ("api", "worker", "worker-cpu"):
         env = services[name]["environment"]
         assert env["TALKINGFACE_DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert env["TALKINGFACE_BROKER_URL"].startswith("redis://") and env["TALKINGFACE_BROKER_URL"].endswith(
+            "@redis:6379/0")
         assert env["TALKINGFACE_DATA_DIR"] == "/data" and env["TALKINGFACE_WEIGHTS_DIR"] == "/weights"
         mounts = {v["target"]: v for v in services[name]["volumes"]}
         assert mounts["/data"]["type"] == "volume" and mounts["/data"]["source"] == "data"
@@ -139,7 +146,7 @@ def test_compose_services_as_resolved():
 
 def test_no_secret_is_written_in_the_compose_file():
     text = COMPOSE_FILE.read_text()
-    for name in ("POSTGRES_PASSWORD", "TALKINGFACE_API_KEYS", "GF_SECURITY_ADMIN_PASSWORD"):
+    for name in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "TALKINGFACE_API_KEYS", "GF_SECURITY_ADMIN_PASSWORD"):
         values = re.findall(rf"{name}: (.*)", text)
         assert values and all(v.startswith("${") for v in values), name
     assert "sha256:" not in text and "tfk_" not in text

@@ -20,9 +20,9 @@ def livez():
 
 
 @router.get("/readyz")
-def readyz(settings=Depends(get_settings), store=Depends(get_store)):
-    """200 only when the job store answers, a worker is up, the default model's weights are found and
-    the data dir has at least ``min_free_bytes`` free."""
+def readyz(request: Request, settings=Depends(get_settings), store=Depends(get_store)):
+    """200 only when the job store answers, a worker is up, the default model's weights are found,
+    the data dir has at least ``min_free_bytes`` free and (with the Celery engine) the broker answers."""
     checks = {}
     free = free_bytes(settings)
     disk_ok = free >= settings.min_free_bytes
@@ -39,7 +39,11 @@ def readyz(settings=Depends(get_settings), store=Depends(get_store)):
     checks["weights"] = f"ok ({kind})" if not missing else "missing " + ", ".join(missing)
     problem = storage_for(settings).check()        # the folder writable, or the bucket reachable
     checks["storage"] = f"ok ({settings.storage})" if problem is None else problem
-    ready = checks["store"] == "ok" and workers > 0 and not missing and disk_ok and problem is None
+    broker = getattr(request.app.state, "broker", None)
+    if broker is not None:
+        checks["broker"] = broker.ping()
+    ready = (checks["store"] == "ok" and workers > 0 and not missing and disk_ok and problem is None
+             and checks.get("broker", "ok") == "ok")
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
                         status_code=200 if ready else 503)
 

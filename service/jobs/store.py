@@ -94,6 +94,7 @@ class JobStore:
             # A server database: each process keeps ``pool_size`` connections (the API its request
             # threads' worth, a worker a few), so many workers stay under the server's max_connections.
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
+        self.on_jobs_created = []   # callables told after new jobs are committed (the Celery dispatcher)
         if migrate:
             self.migrate()
 
@@ -173,6 +174,8 @@ class JobStore:
                 c.execute(batches.insert().values(id=batch_id, created_at=now, metadata=batch_metadata, owner=owner))
             if rows:
                 c.execute(jobs.insert(), rows)
+        for listener in self.on_jobs_created:
+            listener()
         defaults = {column.name: None for column in jobs.columns}
         return batch_id, [dict(defaults, **row) for row in rows]
 

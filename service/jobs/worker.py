@@ -338,20 +338,31 @@ def default_threads(workers: int) -> int:
     return max(1, (cores - 1) // max(1, workers))
 
 
-def worker_main(settings_json, worker_id=None, parent_pid=None):
+def worker_main(settings_json, worker_id=None, parent_pid=None, models=None):
     """Entry point of a worker process (spawned: safe with CUDA).
 
-    With ``parent_pid`` (a worker of ``talkingface serve``) the worker stops when that process is gone.
+    With a broker URL in the settings it is a Celery worker (service/jobs/celery_engine.py),
+    otherwise it takes jobs from the job store. With ``parent_pid`` (a worker of ``talkingface
+    serve``) the worker stops when that process is gone.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.model_validate_json(settings_json)
     threads = yield_cpu(settings)
-    worker = Worker(settings, worker_id=worker_id)
+    log.info("worker process %s: nice %+d, %d torch threads", os.getpid(), settings.worker_nice, threads)
+    if settings.broker_url:
+        from service.jobs.celery_engine import run_worker
+
+        if parent_pid is not None:
+            from service.jobs.executor import watch_parent
+
+            watch_parent(parent_pid, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        run_worker(settings, worker_id=worker_id, models=models)
+        return
+    worker = Worker(settings, worker_id=worker_id, models=models)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
     signal.signal(signal.SIGINT, lambda *_: worker.stop.set())
     if parent_pid is not None:
         from service.jobs.executor import watch_parent
 
         watch_parent(parent_pid, worker.stop.set)
-    log.info("worker process %s: nice %+d, %d torch threads", os.getpid(), settings.worker_nice, threads)
     worker.run()
