@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from service.api import dashboard, errors, files, health, images, jobs, models, motion, pose, talking_face, workers
 from service.api.deps import KeyRing
 from service.api.guard import RequestGuard
+from service.api.live import router as live_router
 from service.api.serialize import job_body
 from service.jobs.store import JobStore
 from service.prometheus import HTTPMetrics, build_registry
@@ -127,7 +128,7 @@ def create_app(settings: Settings | None = None, start_workers: bool = False) ->
     app.add_middleware(HTTPMetrics, requests=requests, latency=latency)
     errors.install(app)
     for router in (talking_face.router, pose.router, motion.router, images.router, files.router, jobs.router,
-                   models.router, workers.router, health.router, dashboard.router):
+                   models.router, workers.router, health.router, dashboard.router, live_router):
         app.include_router(router)
     add_docs(app)
     return app

@@ -5,8 +5,10 @@ reads them at collection time; they are the same whichever process is scraped.
 """
 
 import time
+import weakref
+from types import SimpleNamespace
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from service.jobs.store import JobStatus
@@ -64,7 +66,26 @@ def build_registry(store, settings):
                         ["method", "route"], registry=registry,
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
     registry.register(JobCollector(store, settings))
+    live_metrics(registry)
     return registry, requests, latency
+
+
+LIVE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
+_live = weakref.WeakKeyDictionary()
+
+
+def live_metrics(registry):
+    """The live sessions' metrics (``service.api.live``) in ``registry``, made once:
+    ``active`` sessions, ``frames`` sent, and ``latency`` from an audio message's arrival to
+    each frame it completed going out."""
+    if registry not in _live:
+        _live[registry] = SimpleNamespace(
+            active=Gauge("talkingface_live_sessions", "Live sessions open.", registry=registry),
+            frames=Counter("talkingface_live_frames_sent", "Frames sent to live sessions.", registry=registry),
+            latency=Histogram("talkingface_live_frame_latency_seconds",
+                              "Time from the audio a frame needed arriving to the frame being sent.",
+                              registry=registry, buckets=LIVE_BUCKETS))
+    return _live[registry]
 
 
 class HTTPMetrics:

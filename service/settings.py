@@ -92,6 +92,11 @@ class Settings(BaseSettings):
                 raise ValueError("TALKINGFACE_STORAGE=s3 needs boto3: pip install 'talkingface[s3]'")
         return value
 
+    # Live sessions (/v1/live): each runs its model in the API process; a session's audio is capped by
+    # max_audio_seconds
+    max_live_sessions: int = Field(2, ge=0)    # open at once; more are closed with code 1013 (try later)
+    live_max_message_bytes: int = Field(1 << 20, gt=0)  # one audio message (1 MiB: 16 s of f32 at 16 kHz)
+
     # Webhooks
     webhook_secret: str = ""                   # HMAC-SHA256 key; empty: calls are not signed
     webhook_max_attempts: int = 6

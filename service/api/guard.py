@@ -6,6 +6,8 @@ own). Before the app runs:
 - the API key, when the service has keys: on ``/v1`` routes and the docs (``/docs``,
   ``/redoc``, ``/openapi.json``; a browser may give it as ``?key=``) any valid key, on
   ``/metrics`` one with the ``metrics`` or ``admin`` scope: 401 (403 without the scope);
+  a WebSocket (``/v1/live``, the key as a header or ``?key=``) without a valid key is
+  closed with code 4401 before the app sees it;
 - the declared ``Content-Length`` against the limit (multipart: two uploads and their
   fields; any other body: ``max_json_bytes``): 413;
 - uploads being received (a multipart body, or one that is large or of unknown length)
@@ -65,6 +67,8 @@ class RequestGuard:
         self.uploads = 0            # bodies being received; the event loop is one thread
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            return await self._websocket(scope, receive, send)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         try:
@@ -86,6 +90,25 @@ class RequestGuard:
             await self.app(scope, exchange.receive, exchange.send)
         finally:
             exchange.end_body()
+
+    async def _websocket(self, scope, receive, send):
+        """A WebSocket (``/v1/live``) passes with a valid key, as a header or ``?key=``; without one it
+        is accepted and closed at once with code 4401 and the reason, so a browser can show why."""
+        path = get_route_path(scope)
+        if path == "/v1" or path.startswith("/v1/"):
+            try:
+                refusal = self._authenticate(scope, path, query_key=True)
+            except Exception:       # never a 500 from the guard itself
+                log.exception("request guard failed on %s", scope.get("path"))
+                refusal = (400, "invalid_input", "malformed request headers", ())
+            if refusal:
+                message = await receive()
+                if message["type"] == "websocket.connect":
+                    await send({"type": "websocket.accept"})
+                    await send({"type": "websocket.close", "code": 4400 + refusal[0] % 100,
+                                "reason": refusal[2][:123]})
+                return
+        return await self.app(scope, receive, send)
 
     def _release(self):
         self.uploads -= 1
@@ -119,10 +142,11 @@ class RequestGuard:
                                              "takes at once; retry in a moment", (("retry-after", "2"),)), False
         return None, upload
 
-    def _authenticate(self, scope, path):
-        """None, having left the caller in the scope, or the refusal."""
+    def _authenticate(self, scope, path, query_key=False):
+        """None, having left the caller in the scope, or the refusal. ``query_key``: ``?key=`` counts
+        on any path (a browser's WebSocket cannot send a header)."""
         authorization = _header(scope, b"authorization")
-        if authorization is None and path in DOCS_PATHS:
+        if authorization is None and (query_key or path in DOCS_PATHS):
             # A browser opening /docs cannot send a header; the page passes ?key= on to the schema.
             key = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("key")
             authorization = f"Bearer {key[0]}".encode() if key else None
