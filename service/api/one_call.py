@@ -4,6 +4,9 @@
 other, then wait for it up to ``wait`` seconds. Done in time: 200 with the result. Not
 yet: 202 with the job, to follow at its ``Location``.
 
+``POST /v1/talking-face`` with ``stream=true`` instead runs its job in this process and
+answers at once with the video as it is made (``answer_streamed``, ``service.stream``).
+
 The files a request stores are kept by ``Uploads``: a request refused before its job is
 queued (its second upload rejected, a bad option) leaves none of them behind.
 """
@@ -13,11 +16,12 @@ import time
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from models.errors import TalkingFaceError
 from service.api.deps import ANONYMOUS, Principal
 from service.api.errors import APIError
-from service.api.files import remove_file, save_upload
+from service.api.files import remove_file, save_upload, unavailable
 from service.api.jobs import JobCreate, check_job, result_response
 from service.api.serialize import job_body
 from service.jobs.store import FINAL, JobStatus
@@ -93,3 +97,50 @@ async def answer_when_done(row, wait: float, settings, store):
         return JSONResponse({"error": {"code": code, "message": row["error_message"] or code},
                              "job": job_body(row)}, status_code=CLIENT_ERRORS.get(code, 500), headers=location)
     return JSONResponse(job_body(row), status_code=202, headers=location)
+
+
+def check_streamable(model: str, options: dict, as_video=False):
+    """APIError 400 unless ``model`` can stream a request with these (checked) options."""
+    from models import registry
+
+    pipeline = registry.pipeline_class(model)
+    if not pipeline.can_stream:
+        raise APIError(400, "stream_unsupported", f"model {model} cannot stream its video; "
+                                                  "send the request without stream=true")
+    if not pipeline.streams(options):
+        raise APIError(400, "stream_unsupported", f"model {model} cannot stream its video with these options; "
+                                                  "send the request without stream=true")
+    if as_video:
+        raise APIError(400, "stream_unsupported", f"model {model} cannot stream a video driven by a video; "
+                                                  "send an audio file, or the request without stream=true")
+
+
+async def answer_streamed(spec: JobCreate, settings, store, principal: Principal = ANONYMOUS):
+    """Run ``spec`` in this process and answer with its video, fragmented MP4, as it is made.
+
+    The job is recorded running from the start (``X-Job-Id``); its result is the whole MP4.
+    A bad input found before the first frame (no face) is answered as JSON, as a job's error.
+    """
+    from service import stream
+    from service.storage import StorageUnavailable
+
+    spec = await run_in_threadpool(check_job, spec, settings, store, principal)
+    pipe = await run_in_threadpool(stream.service_pipeline, spec["model"], settings)
+    runner = await run_in_threadpool(stream.streamer_id, store)
+    row = await run_in_threadpool(stream.create_running_job, store, spec, principal.owner, runner,
+                                  settings.lease_seconds)
+    job = stream.StreamedJob(settings, store, row, pipe)
+    try:
+        await run_in_threadpool(job.prepare)
+    except TalkingFaceError as exc:
+        await run_in_threadpool(job.fail, exc.code, exc.message)
+        row = await run_in_threadpool(store.get_job, row["id"])
+        return JSONResponse({"error": {"code": exc.code, "message": exc.message}, "job": job_body(row)},
+                            status_code=CLIENT_ERRORS.get(exc.code, 422), headers={"Location": f"/v1/jobs/{row['id']}"})
+    except StorageUnavailable as exc:
+        await run_in_threadpool(job.fail, "storage_unavailable", "the input files could not be read")
+        raise unavailable(exc) from None
+    job.start()
+    headers = {"Location": f"/v1/jobs/{row['id']}", "X-Job-Id": row["id"], "Cache-Control": "no-store",
+               "X-Content-Type-Options": "nosniff"}
+    return StreamingResponse(job.body(), media_type=stream.MEDIA_TYPE, headers=headers)
