@@ -201,9 +201,13 @@ def cmd_generate(args):
         task.check_roles(files, name, prefix="--")
     except InvalidInput as exc:
         raise TalkingFaceError(exc.message) from None
-    render.check_output(args.output)
+    if not (args.stream and args.output == "-"):
+        render.check_output(args.output)
     pipeline = registry.pipeline_class(name)
     options = check_options(pipeline, {option: getattr(args, option, None) for option in pipeline.declared_options()})
+    if args.stream and not (task.name == "talking-face" and pipeline.streams(options) and not (
+            args.video and pipeline.accepts_video)):
+        raise TalkingFaceError(f"{name} cannot stream its output with these options; leave out --stream")
     if task.name == "talking-face":
         return _generate_video(args, name, pipeline, options)
     # The files are checked before the weights load.
@@ -244,12 +248,25 @@ def _generate_video(args, name, pipeline, options):
     inputs = render.read_inputs(pipeline, image=args.image, audio=args.audio, video=args.video, face_index=face_index,
                                 limits=render.Limits(max_seconds=CLI_MAX_AUDIO_SECONDS))
     pipe = registry.load(name, weights=args.weights, device=args.device, half=args.fp16)
-    reference = pipe.prepare_reference(inputs.image, face_index)
+    if args.stream:
+        from service import stream
+
+        # The face is kept by the photo's sha256 (a process making several clips of it).
+        reference = pipe.cached_reference(stream.file_key(args.image), inputs.image, face_index)
+    else:
+        reference = pipe.prepare_reference(inputs.image, face_index)
     if reference.n_faces > 1:
         which = "the largest" if face_index == 0 else f"face {face_index} (by size)"
         print(f"note: {reference.n_faces} faces found in {args.image}; using {which} "
               "(--face-index picks another)", file=sys.stderr)
 
+    if args.stream:
+        with _progress_bar(name, args.quiet) as progress:
+            result = stream.stream_to_file(pipe, inputs, args.output, options=options, progress=progress,
+                                           reference=reference)
+        print(f"streamed {'to stdout' if args.output == '-' else args.output} ({result.frames} frames, "
+              f"{result.seconds:.2f} s)", file=sys.stderr)
+        return
     with _progress_bar(name, args.quiet) as progress:
         result = render.render(pipe, inputs, args.output, options=options, progress=progress, reference=reference)
     print(f"wrote {args.output} ({result.frames} frames, {result.seconds:.2f} s, "
@@ -508,6 +525,9 @@ def add_generate(gen):
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     gen.add_argument("--fp16", action="store_true", help="half-precision autocast on CUDA")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("--stream", action="store_true",
+                     help="talking face: write fragmented MP4 as the frames are made (-o - for stdout: "
+                          "`... --stream -o - | ffplay -`)")
     # One flag per option any model declares; the common ones (every model's) come first.
     options = {name: tuple(option_argument(o) for o in registry.declared_options(name).values()) for name in names}
     gen.set_defaults(func=cmd_generate, flags=ModelFlags(gen, options))
