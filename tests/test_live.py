@@ -257,7 +257,7 @@ def test_a_client_closing_mid_session_ends_it(server, face_id):
 
 
 def test_a_client_gone_mid_session_stops_the_generation(server, face_id):
-    ws = connect(f"{server[0]}/v1/live?key={KEY}", max_size=None, open_timeout=30)
+    ws = contextlib.ExitStack().enter_context(connect(f"{server[0]}/v1/live?key={KEY}", max_size=None))
     ws.send(start_message(face_id, output="rgb", chunk_frames=1))
     ready = json.loads(ws.recv(timeout=60))
     audio = speech_like(30.0).astype("<f4")

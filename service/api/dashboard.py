@@ -7,6 +7,10 @@ path prefix. The page itself holds no data and needs no credentials; when the AP
 a key, open the page as ``/dashboard?key=<API key>`` and the script sends it as an
 ``Authorization: Bearer`` header.
 
+``GET /live`` serves the live page (``live.html``, ``live.js``, ``live-worklet.js``): a face
+uploaded or named by its file id speaks what the microphone hears, or an audio file,
+through the ``/v1/live`` WebSocket; open it as ``/live?key=<API key>`` when the API wants one.
+
 Include it with ``app.include_router(dashboard.router)`` at the application root.
 """
 
@@ -50,6 +54,37 @@ def _static(name: str, media_type: str) -> FileResponse:
         media_type=media_type,
         headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
     )
+
+
+# The live page also plays fragmented MP4 from a blob: URL (Media Source Extensions) and talks
+# to /v1/live over a WebSocket of its own origin ('self' covers ws: and wss: there).
+LIVE_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace("img-src 'self' data:;",
+                                                               "img-src 'self' data: blob:; media-src 'self' blob:;")
+
+
+@router.get("/live", response_class=HTMLResponse, include_in_schema=False)
+def read_live_page() -> HTMLResponse:
+    """The live page (``service.api.live``): a face speaking from the microphone or a file."""
+    html = (STATIC_DIR / "live.html").read_text(encoding="utf-8")
+    return HTMLResponse(html, headers={"Cache-Control": "no-store", "Content-Security-Policy":
+                                       LIVE_CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff",
+                                       "Referrer-Policy": "no-referrer"})
+
+
+@router.get("/static/live.js", include_in_schema=False)
+def read_live_script() -> FileResponse:
+    return _static("live.js", "text/javascript; charset=utf-8")
+
+
+@router.get("/static/live-worklet.js", include_in_schema=False)
+def read_live_worklet() -> FileResponse:
+    """The AudioWorklet processor that hands the microphone's samples to the live page."""
+    return _static("live-worklet.js", "text/javascript; charset=utf-8")
+
+
+@router.get("/static/live.css", include_in_schema=False)
+def read_live_stylesheet() -> FileResponse:
+    return _static("live.css", "text/css; charset=utf-8")
 
 
 @router.get("/static/dashboard.js", include_in_schema=False)

@@ -20,6 +20,8 @@
   // root from the page's own path keeps the dashboard working behind a reverse-proxy prefix.
   const apiRoot = window.location.pathname.replace(/dashboard\/?$/, "");
   const apiKey = new URLSearchParams(window.location.search).get("key");
+  // The live page (a face speaking from the microphone) takes the key the same way.
+  if (apiKey) document.getElementById("live-link").href = "live?key=" + encodeURIComponent(apiKey);
 
   // Difference between the server's clock and ours, from the Date header, so that
   // heartbeat ages are right even when the browser's clock is off.
