@@ -53,6 +53,17 @@ API_BENCH = Command("service.bench_api:run", (
     argument("--busy-seconds", type=float, default=120.0, help="audio seconds of each busy worker's clip"),
 ), help="submission latency and throughput of the HTTP service, without models")
 
+# `talkingface bench queue`: the embedded and the Celery engines side by side (service/bench_queue.py).
+QUEUE_BENCH = Command("service.bench_queue:run", (
+    argument("--engine", choices=["embedded", "celery", "both"], default="both", help="the job engines to run"),
+    argument("--workers-list", default="1,2", help="worker counts to run, comma-separated"),
+    argument("--jobs", type=int, default=50, help="short jobs in the throughput batch"),
+    argument("--latency-jobs", type=int, default=10, help="jobs run one at a time for the latencies"),
+    argument("--broker", default="redis://127.0.0.1:6379/9", help="broker URL of the Celery engine"),
+    argument("--database", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+             help="a PostgreSQL server (URL) where a database is made for each run and dropped after"),
+), help="throughput and latency of the embedded and the Celery job engines (1 s clips, demo weights)")
+
 
 def default_model() -> str:
     """The model a user gets without asking: the service's ``default_model`` setting."""
@@ -551,7 +562,7 @@ def add_sample(smp):
 
 
 def add_bench(ben):
-    commands = _commands("bench", extra={"api": API_BENCH})
+    commands = _commands("bench", extra={"api": API_BENCH, "queue": QUEUE_BENCH})
     ben.add_argument("target", choices=list(commands), help="a model, or the HTTP service (api)")
     ben.add_argument("--weights", help="weights folder (its arrays are used even with --random-weights)")
     ben.add_argument("--random-weights", action="store_true",

@@ -15,7 +15,6 @@ import sys
 import time
 import uuid
 
-import httpx
 import pytest
 from kombu import Connection
 from sqlalchemy import create_engine, text
@@ -75,7 +74,10 @@ class Cluster:
         self.tmp_path, self.workers = tmp_path, []
         self.env = dict(TALKINGFACE_DATABASE_URL=database, TALKINGFACE_BROKER_URL=broker,
                         TALKINGFACE_DISPATCH_SECONDS="0.2", TALKINGFACE_REDISPATCH_AFTER_SECONDS="2",
-                        TALKINGFACE_WORKER_NICE="0", TALKINGFACE_WORKER_THREADS="2")
+                        TALKINGFACE_WORKER_NICE="0", TALKINGFACE_WORKER_THREADS="2",
+                        # Face detection holds the GIL, so the lease's keep-alive waits for it: on a
+                        # loaded machine a 3 s lease can lapse under a live worker.
+                        TALKINGFACE_LEASE_SECONDS="8")
         self.api = Server(tmp_path / "data", weights, workers=0, **self.env)
         self.client = self.api.client
 

@@ -34,7 +34,8 @@ class Server:
         self.env = dict(os.environ, TALKINGFACE_DATA_DIR=str(data_dir), TALKINGFACE_WEIGHTS_DIR=str(weights),
                         TALKINGFACE_LEASE_SECONDS="3", TALKINGFACE_HEARTBEAT_SECONDS="0.5",
                         TALKINGFACE_POLL_SECONDS="0.05", TALKINGFACE_WORKER_TIMEOUT_SECONDS="4",
-                        TALKINGFACE_WEBHOOK_SECRET="whsec_e2e", **env)
+                        TALKINGFACE_WEBHOOK_SECRET="whsec_e2e")
+        self.env.update(env)
         self.log = open(data_dir.parent / f"server-{self.port}.log", "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
