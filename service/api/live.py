@@ -68,7 +68,6 @@ import logging
 import struct
 import threading
 import time
-import uuid
 
 import cv2
 import numpy as np
@@ -83,10 +82,10 @@ from service.api.deps import ANONYMOUS, PRINCIPAL_SCOPE_KEY
 from service.api.errors import APIError
 from service.api.files import get_file_or_404, save_upload
 from service.api.jobs import check_model
-from service.jobs.store import JobStatus, LeaseLost, new_id
-from service.jobs.tables import jobs
+from service.jobs.store import JobStatus, LeaseLost
 from service.prometheus import live_metrics
 from service.storage import StorageUnavailable, storage_for
+from service.stream import FragmentedMp4, create_running_job, service_pipeline, streamer_id
 
 log = logging.getLogger("talkingface.live")
 router = APIRouter(tags=["live"])
@@ -115,11 +114,9 @@ class SessionEnd(Exception):
 
 
 class LiveState:
-    """What a process's live sessions share: the models they loaded and how many sessions run."""
+    """What a process's live sessions share: how many are open, and those generating."""
 
     def __init__(self):
-        self.pipelines = {}
-        self.loading = {}           # model -> asyncio.Lock: one load at a time
         self.active = 0             # sessions open, ready or not
         self.sessions = set()       # sessions generating
 
@@ -128,16 +125,6 @@ class LiveState:
         if not hasattr(app.state, "live"):
             app.state.live = LiveState()
         return app.state.live
-
-    async def pipeline(self, model, settings):
-        """The model's pipeline, loaded once in this process (a thread, not the event loop)."""
-        if model not in self.pipelines:
-            lock = self.loading.setdefault(model, asyncio.Lock())
-            async with lock:
-                if model not in self.pipelines:
-                    self.pipelines[model] = await run_in_threadpool(
-                        registry.load, model, weights_root=settings.weights_dir, device=settings.device)
-        return self.pipelines[model]
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,26 +208,16 @@ async def _face(fields, settings, store, principal):
 
 
 class JobRecord:
-    """The session as a job: a row written ``running`` (no worker claims it), its lease renewed
-    while the session lasts, and its final state.
-
-    The store has no call for a job that starts running where it was submitted, so the row
-    is inserted here; the store's own ``heartbeat`` and ``finish`` do the rest. Its one
-    attempt is its last: if this process dies, the lease runs out and the store fails the
-    job instead of queueing it for a worker.
-    """
+    """The session as a job: running from the start under this process's name (as a streamed
+    request's job, ``service.stream``: no worker claims it, and if the process dies its lease
+    runs out and the store fails it), its lease renewed while the session lasts, then its
+    final state."""
 
     def __init__(self, store, settings, owner, model, inputs, options):
         self.store, self.settings = store, settings
-        self.worker = f"live-{uuid.uuid4().hex[:12]}"
-        self.id = new_id("job")
-        now = time.time()
-        with store.engine.begin() as c:
-            c.execute(jobs.insert().values(
-                id=self.id, task="talking-face", model=model, status=JobStatus.running, inputs=inputs,
-                options=options, progress=0.0, attempts=1, max_attempts=1, cancel_requested=False,
-                worker_id=self.worker, created_at=now, started_at=now, claimed_at=now, heartbeat_at=now,
-                lease_expires_at=now + settings.lease_seconds, webhook_attempts=0, owner=owner))
+        self.worker = streamer_id(store)
+        spec = {"task": "talking-face", "model": model, "inputs": inputs, "options": options}
+        self.id = create_running_job(store, spec, owner, self.worker, settings.lease_seconds)["id"]
         self.held = True
 
     def heartbeat(self) -> bool:
@@ -357,8 +334,6 @@ class Session:
             self._wait(self.outbox.put((head + body, arrived, 1)))
 
     def _muxer(self):
-        from service.stream import FragmentedMp4
-
         return FragmentedMp4(fps=self.fps, sample_rate=self.rate, live_audio=True, on_data=self._fragment)
 
     def _fragment(self, data):
@@ -504,7 +479,8 @@ async def _run(websocket, settings, store, principal, live_state, metrics):
 
         # 2. The model, the face's prepared work (kept by file id for the next session), the stream.
         try:
-            pipe = await live_state.pipeline(model, settings)
+            # One copy of the model in the API process, shared with streamed requests.
+            pipe = await run_in_threadpool(service_pipeline, model, settings)
         except WeightsMissing as exc:
             raise SessionEnd(CLOSE_TRY_LATER, exc.code, exc.message) from None
         face_index = int(options.get("face_index", 0))
