@@ -65,6 +65,16 @@ QUEUE_BENCH = Command("service.bench_queue:run", (
 ), help="throughput and latency of the embedded and the Celery job engines (1 s clips, demo weights)")
 
 
+# `talkingface bench stream`: streamed requests and live sessions, first frame and latency (service/bench_stream.py).
+STREAM_BENCH = Command("service.bench_stream:run", (
+    argument("--url", help="a running server to measure (default: one started for the run)"),
+    argument("--key", help="its API key"),
+    argument("--chunk-frames", type=int, help="frames per network call in the live sessions (default: the server's)"),
+    argument("--precision", help="the server's TALKINGFACE_PRECISION, where the build has it"),
+    argument("--json", action="store_true", help="the numbers as JSON, not a table"),
+), help="streamed talking faces: first decodable frame, frames/s against real time, live latency p50/p99")
+
+
 def default_model() -> str:
     """The model a user gets without asking: the service's ``default_model`` setting."""
     from service.settings import Settings
@@ -350,7 +360,9 @@ def cmd_models(args):
 
 def cmd_bench(args):
     args.model = args.target
-    print(json.dumps(_run(args), indent=2))
+    result = _run(args)
+    # A bench that lays its numbers out as a table returns the text.
+    print(result if isinstance(result, str) else json.dumps(result, indent=2))
 
 
 def _settings(args):
@@ -562,7 +574,7 @@ def add_sample(smp):
 
 
 def add_bench(ben):
-    commands = _commands("bench", extra={"api": API_BENCH, "queue": QUEUE_BENCH})
+    commands = _commands("bench", extra={"api": API_BENCH, "queue": QUEUE_BENCH, "stream": STREAM_BENCH})
     ben.add_argument("target", choices=list(commands), help="a model, or the HTTP service (api)")
     ben.add_argument("--weights", help="weights folder (its arrays are used even with --random-weights)")
     ben.add_argument("--random-weights", action="store_true",

@@ -350,3 +350,17 @@ def test_fmp4_output_is_a_playable_mp4_of_the_same_frames_and_the_voice(server, 
                           "pipe:1"], capture_output=True, check=True).stdout
     frames = np.frombuffer(raw, np.uint8).reshape(whole_clip.shape)
     assert min(psnr(a, b) for a, b in zip(frames, whole_clip)) > 30
+
+
+def test_bench_stream_counts_the_frames_of_fragments_as_they_arrive():
+    from service.bench_stream import FragmentReader
+    from service.stream import FragmentedMp4
+
+    mp4 = FragmentedMp4(fps=25, audio=speech_like(1.2), sample_rate=16000)
+    mp4.write(np.random.default_rng(0).integers(0, 255, (30, 64, 64, 3), dtype=np.uint8))
+    data = mp4.close()
+    reader = FragmentReader()
+    for begin in range(0, len(data), 1000):
+        reader.feed(data[begin:begin + 1000], float(begin))
+    assert reader.video_track is not None and reader.header_at < reader.fragments[0][0]
+    assert reader.frames == 30 and len(reader.fragments) >= 2 and reader.fragments[0][1] <= 13

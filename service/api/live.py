@@ -176,7 +176,7 @@ def _parse_start(text, settings, pipeline_class=None):
 
 
 async def _face(fields, settings, store, principal):
-    """``(file id, a function decoding the photo)``: the start message's face, checked and stored."""
+    """``(file row, a function decoding the photo)``: the start message's face, checked and stored."""
     if "image" in fields:
         try:
             data = base64.b64decode(fields["image"], validate=True)
@@ -200,7 +200,7 @@ async def _face(fields, settings, store, principal):
         with storage_for(settings).open_local(key) as path:
             return media.read_image(str(path), settings.max_image_pixels)
 
-    return row["id"], read_photo
+    return row, read_photo
 
 
 # ---------------------------------------------------------------------------------------
@@ -475,9 +475,11 @@ async def _run(websocket, settings, store, principal, live_state, metrics):
             raise SessionEnd(CLOSE_TOO_BIG, "too_large", f"the start message is {len(text)} bytes; the limit is "
                              f"{settings.max_json_bytes}")
         model, fields, options = await run_in_threadpool(_parse_start, text, settings)
-        file_id, read_photo = await _face(fields, settings, store, principal)
+        face_row, read_photo = await _face(fields, settings, store, principal)
+        file_id = face_row["id"]
 
-        # 2. The model, the face's prepared work (kept by file id for the next session), the stream.
+        # 2. The model, the face's prepared work (kept for the next session or streamed request of the
+        #    same photo: by its sha256, what its file id stands for), the stream.
         try:
             # One copy of the model in the API process, shared with streamed requests.
             pipe = await run_in_threadpool(service_pipeline, model, settings)
@@ -485,7 +487,8 @@ async def _run(websocket, settings, store, principal, live_state, metrics):
             raise SessionEnd(CLOSE_TRY_LATER, exc.code, exc.message) from None
         face_index = int(options.get("face_index", 0))
         try:
-            reference = await run_in_threadpool(pipe.cached_reference, file_id, read_photo, face_index)
+            reference = await run_in_threadpool(pipe.cached_reference, f"sha256:{face_row['sha256']}", read_photo,
+                                                face_index)
             stream = pipe.open_stream(reference, face_index=face_index, paste_back=bool(options.get("paste_back")),
                                       chunk_frames=fields["chunk_frames"])
         except TalkingFaceError as exc:
