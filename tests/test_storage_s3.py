@@ -6,9 +6,11 @@ The folder backend (the default) is what the rest of the suite runs on; the inte
 contract is checked here on both.
 """
 
+import dataclasses
 import io
 import itertools
 import time
+from pathlib import Path
 
 import boto3
 import httpx
@@ -20,7 +22,7 @@ from moto.server import ThreadedMotoServer
 from PIL import Image
 from pydantic import ValidationError
 
-from service import cli
+from service import cli, render
 from service.app import create_app, purge_expired
 from service.jobs.worker import Worker
 from service.settings import Settings
@@ -157,6 +159,60 @@ def test_byte_ranges_parse_as_http_says():
     for unsatisfiable in ("bytes=100-", "bytes=-0"):
         with pytest.raises(ValueError):
             byte_range(unsatisfiable, 100)
+
+
+def test_the_worker_keeps_and_fetches_a_motion_target_folder_in_the_bucket(tmp_path, s3, monkeypatch):
+    """A motion-target job's trained folder goes to the bucket beside its summary; a motion-transfer
+    job gets it back as a local folder for its length; a job handed back loses both. The models are
+    stand-ins: this is the worker's part (the training itself is tests/test_edn_pipeline.py's)."""
+    bucket = s3.bucket()
+    settings = s3_settings(tmp_path, None, s3, bucket)
+    s3.client.put_object(Bucket=bucket, Key=f"{PREFIX}/files/file_video", Body=b"a video")
+    worker = Worker(settings, models=["edn"])
+    monkeypatch.setattr(worker, "pipeline", lambda model: object())
+    monkeypatch.setattr(worker.store, "get_file", lambda file_id: {"path": f"files/{file_id}"})
+    monkeypatch.setattr(worker.store, "get_job", lambda job_id: {"task": "motion-target",
+                                                                 "result_path": f"results/{job_id}.json"})
+    seen = {}
+
+    def train(pipe, video, output, **_):
+        seen["video"] = video
+        folder = render.target_folder(output)
+        (folder / "generator").mkdir(parents=True)
+        (folder / "generator" / "model.safetensors").write_bytes(b"trained")
+        output.write_text('{"object": "motion_target"}')
+        return render.Rendered(frames=0, seconds=0.0, generated_at=time.time(), info={})
+
+    def transfer(pipe, video, output, options=None, **_):
+        target = Path(options["target"])
+        seen["target"] = (target, (target / "generator" / "model.safetensors").read_bytes())
+        output.write_bytes(b"a moved video")
+        return render.Rendered(frames=1, seconds=0.04, generated_at=time.time(), info={})
+
+    def read(pipe, files, options, limits):
+        assert Path(files["video"]).read_bytes() == b"a video"  # fetched from the bucket
+        return Path(files["video"])
+
+    monkeypatch.setitem(render.TASKS, "motion-target",
+                        dataclasses.replace(render.TASKS["motion-target"], read=read, render=train))
+    monkeypatch.setitem(render.TASKS, "motion-transfer",
+                        dataclasses.replace(render.TASKS["motion-transfer"], read=read, render=transfer))
+
+    trained = worker._generate({"id": "job_target", "task": "motion-target", "model": "edn", "options": {},
+                                "inputs": {"video": "file_video"}}, progress=None)
+    assert trained["result_path"] == "results/job_target.json" and trained["result_bytes"] == 27
+    assert s3.keys(bucket) == [f"{PREFIX}/files/file_video", f"{PREFIX}/results/job_target.json",
+                               f"{PREFIX}/results/job_target.target/generator/model.safetensors"]
+    moved = worker._generate({"id": "job_moved", "task": "motion-transfer", "model": "edn",
+                              "options": {"target": "job_target"}, "inputs": {"video": "file_video"}}, progress=None)
+    assert s3.read(bucket, f"{PREFIX}/{moved['result_path']}") == b"a moved video"
+    folder, weights = seen["target"]
+    assert weights == b"trained" and folder.is_relative_to(settings.data_dir / "staging")
+    assert not folder.exists() and not seen["video"].exists()   # fetched for the job, removed after it
+    assert local_files(settings) == []
+
+    worker._hand_back_on_storage_failure({"id": "job_target"}, OSError("a full disk"))
+    assert s3.keys(bucket) == [f"{PREFIX}/files/file_video", f"{PREFIX}/results/job_moved.mp4"]
 
 
 # -- the service on a bucket -------------------------------------------------------------------
