@@ -367,8 +367,10 @@ def stream_video(pipe, inputs, sink: Callable[[bytes], None], options=None, refe
                 made = stream.push_chunks(audio[begin:begin + step]) if begin < len(audio) else stream.close_chunks()
                 yield from made
 
-        for frames in labels.marked(chunks(), label):
-            mp4.write(frames)
+        for frames in chunks():
+            # Marked here, not a chunk ahead in a thread as ``render`` does: that would hold
+            # every chunk back until the next one is made.
+            mp4.write(labels.mark(np.ascontiguousarray(frames), label))
             if progress is not None:
                 progress(mp4.frames_written, max(total, mp4.frames_written))
         generated_at = time.time()
@@ -445,6 +447,7 @@ QUEUE_ITEMS = 8               # pieces of output (each at most READ_BYTES) waiti
 _pipelines: dict = {}
 _pipelines_lock = threading.Lock()
 _streamers: dict = {}
+running: dict = {}            # job id -> StreamedJob, while its thread runs
 
 
 def service_pipeline(model: str, settings):
@@ -560,6 +563,7 @@ class StreamedJob:
         self.store.finish(self.job["id"], self.runner, JobStatus.failed, code, message)
 
     def start(self):
+        running[self.job["id"]] = self
         self._thread.start()
 
     def stop(self):
@@ -666,9 +670,9 @@ class StreamedJob:
                                     comment=f"; job {job_id}", provenance=render.Provenance.from_settings(settings))
                 size = path.stat().st_size
                 storage.save(path, relative)
-            self._end()
             store.finish(job_id, self.runner, JobStatus.succeeded, result_path=relative, result_bytes=size,
                          frames=done.frames, generated_at=done.generated_at, info=done.info)
+            self._end()           # after the job's record: a client that saw the end finds it succeeded
         except StreamCanceled:
             how = "the client disconnected" if self.stopped.is_set() and not state["cancel"] else "canceled"
             store.finish(job_id, self.runner, JobStatus.canceled, "canceled", f"canceled while streaming: {how}")
@@ -685,6 +689,7 @@ class StreamedJob:
             watcher.join()
             self.stop()
             self.done.set()
+            running.pop(job_id, None)
 
 
 _END = object()   # the queue's last item
