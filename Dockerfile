@@ -19,9 +19,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY models ./models
 COPY service ./service
-# A requirements file naming the wheel exactly, with the extras the images need (PostgreSQL, Celery).
+# A requirements file naming the wheel exactly, with the extras the images need (PostgreSQL, Celery, S3).
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist . \
-    && for wheel in /dist/talkingface-*.whl; do echo "/tmp/dist/${wheel##*/}[postgres,celery]"; done > /dist/requirements.txt
+    && for wheel in /dist/talkingface-*.whl; do echo "/tmp/dist/${wheel##*/}[postgres,celery,s3]"; done > /dist/requirements.txt
 
 # --- CPU runtime: the API and CPU workers ------------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu

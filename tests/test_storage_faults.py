@@ -157,7 +157,9 @@ def test_worker_hands_the_job_back_and_backs_off_on_a_full_disk_or_database(tmp_
     settings = make_settings(tmp_path, seeded_project_dir, min_free_bytes=0)
     worker = Worker(settings, models=["dcgan"])
     worker.backoff_seconds = (0.05, 0.2)
-    fails = [disk_full(), database("database or disk is full")]
+    from service.storage import StorageUnavailable
+
+    fails = [disk_full(), database("database or disk is full"), StorageUnavailable("the bucket is out of reach")]
     monkeypatch.setattr(Worker, "_generate", lambda self, job, progress: fake_result(self, job, fails))
     real_claim, claims = worker.store.claim, []
 
@@ -173,7 +175,7 @@ def test_worker_hands_the_job_back_and_backs_off_on_a_full_disk_or_database(tmp_
         job_id = client.post("/v1/jobs", json=IMAGE_JOB).json()["id"]
         job = wait_for(client, job_id, timeout=60)
         assert job["status"] == "succeeded", job
-        # Handed back twice (disk, then database full), each attempt given back: one counted.
+        # Handed back three times (disk, database full, bucket out of reach), each attempt given back: one counted.
         assert job["attempts"] == 1 and fails == []
         assert (settings.data_dir / f"results/{job_id}.png").read_bytes() == b"\x89PNG a result"
         assert len(claims) >= 6
@@ -190,7 +192,8 @@ def test_worker_hands_the_job_back_and_backs_off_on_a_full_disk_or_database(tmp_
         assert client.delete(f"/v1/jobs/{job_id}").status_code == 200
     states = [r.getMessage() for r in caplog.records if r.getMessage().startswith("storage ")]
     # One line when storage starts failing, one when it recovers: not one a try.
-    assert [s.split(":")[0].split(";")[0] for s in states] == ["storage full", "storage no longer full"], states
+    assert [s.split(":")[0].split(";")[0] for s in states] == ["storage full", "storage unavailable",
+                                                                "storage no longer unavailable"], states
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "the worker logged an error"
 
 

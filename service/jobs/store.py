@@ -509,10 +509,14 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 
 def storage_failure(exc: BaseException) -> str | None:
-    """``"full"`` when ``exc`` is a full disk or database, ``"unavailable"`` when the database
-    cannot be used for now (locked, out of reach), None for anything else."""
+    """``"full"`` when ``exc`` is a full disk or database, ``"unavailable"`` when the database or
+    the bucket cannot be used for now (locked, out of reach), None for anything else."""
+    from service.storage import StorageUnavailable    # the bucket (TALKINGFACE_STORAGE=s3): out of reach for now
+
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "full"
+    if isinstance(exc, StorageUnavailable):
+        return "unavailable"
     if isinstance(exc, OperationalError):
         text = str(exc.orig).lower()
         # SQLite: "database or disk is full"; PostgreSQL: SQLSTATE 53100 disk_full.
