@@ -301,6 +301,26 @@ def test_disconnect_cancels_the_job(server, speech):
     assert gate.calls == 3           # nothing made after the chunk that was under way
 
 
+def test_cancel_through_the_jobs_api_stops_the_stream(server, speech):
+    url, settings, pipe = server
+    with Gate(pipe, hold_at=2) as gate:
+        with post_stream(url, audio=wav(speech)) as response:
+            assert response.status_code == 200
+            job_id = response.headers["x-job-id"]
+            assert gate.waiting.wait(30)
+            assert httpx.post(f"{url}/v1/jobs/{job_id}/cancel").status_code in (200, 202)
+            # The stream's lease keep-alive (every 0.5 s here) hears of it while the model is held.
+            deadline = time.monotonic() + 20
+            while not stream_lib.running[job_id].stopped.is_set():
+                assert time.monotonic() < deadline, "the cancel did not reach the stream"
+                time.sleep(0.05)
+            gate.released.set()
+            response.read()            # the video ends where the model stopped
+        job = wait_job(url, job_id)
+    assert job["status"] == "canceled", job
+    assert gate.calls == 2
+
+
 def test_slow_reader_holds_the_model_back(server, speech, tmp_path):
     """Nothing reads the response for a while: the queue fills, the muxer and the model wait;
     the memory held is the bounded queue, not the video."""
