@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models import weights as weights_lib
+from models.common.quantize import InvalidPrecision, check_precision
 from models.errors import UnknownModel
 from models.weights import WeightFile
 
@@ -535,10 +536,21 @@ def commands(system) -> dict:
     return importlib.import_module(module).COMMANDS if module else {}
 
 
-def load(system, weights=None, device="auto", weights_root=None, **options):
-    """The inference pipeline of ``system`` with the weights ``resolve_weights`` picks."""
+def load(system, weights=None, device="auto", weights_root=None, precision="fp32", **options):
+    """The inference pipeline of ``system`` with the weights ``resolve_weights`` picks.
+
+    ``precision`` is "fp32" (the networks as loaded), "int8" or "auto"
+    (``models.common.quantize.resolve_precision``) for a model whose pipeline has an int8
+    path (``precisions`` lists "int8"); a model without one runs fp32 under "auto" and
+    refuses "int8".
+    """
+    precision = check_precision(precision)
     kind, folder = resolve_weights(system, weights, weights_root)
     pipeline = pipeline_class(system)
+    if "int8" in getattr(pipeline, "precisions", ("fp32",)):
+        options["precision"] = precision
+    elif precision == "int8":
+        raise InvalidPrecision(f"{spec(system).name} has no int8 path; precision fp32 or auto")
     if kind == "project":
         return pipeline.from_project(folder, device=device, **options)
     return pipeline.from_pretrained(folder, device=device, **options)

@@ -61,8 +61,10 @@ import torch.nn.functional as F
 from models import weights as weights_lib
 from models.common.device import pick_device
 from models.common.pipeline import Option, TalkingFacePipeline, load_project_networks, read_project
+from models.common.quantize import calibration_example, resolve_precision
 from models.davs import audio as davs_audio
 from models.davs import preprocess
+from models.davs import quantize as davs_quantize
 from models.davs.networks import Decoder, IdentityEncoder, LipFeatureEncoder, MfccEncoder, expand_identity
 from models.errors import InvalidInput, NoFaceFound
 from models.perception import face as face_lib
@@ -125,6 +127,8 @@ class DAVSPipeline(TalkingFacePipeline):
         finetune_steps: test-time fine-tuning steps when a call does not say (5, the
             authors'; 0: off).
         info: what to report about the weights used.
+        precision: "fp32", "int8" (the decoder and E_p quantised, CPU only; fine-tuned
+            copies decode in fp32) or "auto" (``models.common.quantize.resolve_precision``).
 
     Example:
         ```py
@@ -139,9 +143,10 @@ class DAVSPipeline(TalkingFacePipeline):
     sample_rate = davs_audio.SAMPLE_RATE
     accepts_video = True                      # lips can be read from a driving video
     options = (FINETUNE_OPTION,)
+    precisions = ("fp32", "int8")           # models.common.quantize: int8 on the CPU
 
     def __init__(self, id_encoder, decoder, mfcc_encoder, lip_feature_encoder, device="auto",
-                 chunk_frames=None, half=False, finetune_steps=FINETUNE_STEPS, info=None):
+                 chunk_frames=None, half=False, finetune_steps=FINETUNE_STEPS, info=None, precision="fp32"):
         self.device = pick_device(device)
         self.id_encoder = _frozen(id_encoder, self.device)
         self.decoder = _frozen(decoder, self.device)
@@ -150,7 +155,11 @@ class DAVSPipeline(TalkingFacePipeline):
         self.chunk_frames = chunk_frames or (32 if self.device.type == "cuda" else 8)
         self.half = half and self.device.type == "cuda"
         self.finetune_steps = FINETUNE_OPTION.parse(finetune_steps)
-        self.info = dict(info or {}, model="davs", device=str(self.device))
+        self.precision = resolve_precision(precision, self.device)
+        self.tunable = (self.id_encoder, self.decoder)      # fp32: what fine-tuning starts from
+        if self.precision == "int8":
+            self.id_encoder, self.decoder = davs_quantize.quantize_networks(self, *calibration_example())
+        self.info = dict(info or {}, model="davs", device=str(self.device), precision=self.precision)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -206,8 +215,8 @@ class DAVSPipeline(TalkingFacePipeline):
 
         ``words`` (k, F): the unscaled word feature of each step (step ``i`` takes row ``i mod k``).
         """
-        id_encoder = copy.deepcopy(self.id_encoder).requires_grad_(True)
-        decoder = copy.deepcopy(self.decoder).requires_grad_(True)
+        id_encoder = copy.deepcopy(self.tunable[0]).requires_grad_(True)
+        decoder = copy.deepcopy(self.tunable[1]).requires_grad_(True)
         parameters = list(id_encoder.parameters()) + list(decoder.parameters())
         image = reference.image
         mask = torch.ones_like(image)
