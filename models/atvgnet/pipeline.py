@@ -36,8 +36,10 @@ import torch
 from models import weights as weights_lib
 from models.atvgnet import features, preprocess
 from models.atvgnet.networks import ATNet, VGNet
+from models.atvgnet.quantize import quantize_vgnet
 from models.common.device import pick_device
 from models.common.pipeline import FrameStream, TalkingFacePipeline, load_project_networks, read_project
+from models.common.quantize import calibration_example, resolve_precision
 from models.errors import InvalidInput
 from models.perception import face as face_lib
 from models.perception.paste import PasteBack
@@ -77,15 +79,18 @@ class ATVGnetPipeline(TalkingFacePipeline):
             authors' weights, as their demo does; networks trained by this project were
             not trained for it).
         info: what to report about the weights used.
+        precision: "fp32", "int8" (VG-net quantised, CPU only) or "auto"
+            (``models.common.quantize.resolve_precision``).
     """
 
     name = "atvgnet"
     can_stream = True
     fps = features.FPS
     sample_rate = features.SAMPLE_RATE
+    precisions = ("fp32", "int8")           # models.common.quantize: int8 on the CPU
 
     def __init__(self, atnet, vgnet, pca_basis, pca_mean, shape_arrays, device="cpu",
-                 chunk_frames=32, half=False, scale_components=True, info=None):
+                 chunk_frames=32, half=False, scale_components=True, info=None, precision="fp32"):
         self.device = pick_device(device)
         self.atnet = atnet.to(self.device).eval()
         self.vgnet = vgnet.to(self.device).eval()
@@ -95,7 +100,10 @@ class ATVGnetPipeline(TalkingFacePipeline):
         self.chunk_frames = chunk_frames
         self.half = half and self.device.type == "cuda"
         self.scale_components = scale_components
-        self.info = dict(info or {}, model="atvgnet", device=str(self.device))
+        self.precision = resolve_precision(precision, self.device)
+        if self.precision == "int8":
+            self.vgnet = quantize_vgnet(self, *calibration_example())
+        self.info = dict(info or {}, model="atvgnet", device=str(self.device), precision=self.precision)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
