@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 
 from models.common.commands import Argument, Command, argument
+from models.common.quantize import PRECISIONS
 from models.errors import TalkingFaceError
 
 DESCRIPTION = ("Talking-face video from a photo and a voice clip: generate clips, serve the API and its "
@@ -233,7 +234,7 @@ def cmd_generate(args):
         return _generate_video(args, name, pipeline, options)
     # The files are checked before the weights load.
     inputs = task.read(pipeline, files, options, render.Limits(max_seconds=CLI_MAX_AUDIO_SECONDS))
-    pipe = registry.load(name, weights=args.weights, device=args.device)
+    pipe = registry.load(name, weights=args.weights, device=args.device, precision=args.precision)
     with _progress_bar(name, args.quiet) as progress:
         result = task.render(pipe, inputs, args.output, options=options, progress=progress)
     shape = (f"{result.info['size'][1]} x {result.info['size'][0]}" if "size" in result.info
@@ -268,7 +269,7 @@ def _generate_video(args, name, pipeline, options):
     # model takes (``accepts_video``), which its class declares.
     inputs = render.read_inputs(pipeline, image=args.image, audio=args.audio, video=args.video, face_index=face_index,
                                 limits=render.Limits(max_seconds=CLI_MAX_AUDIO_SECONDS))
-    pipe = registry.load(name, weights=args.weights, device=args.device, half=args.fp16)
+    pipe = registry.load(name, weights=args.weights, device=args.device, half=args.fp16, precision=args.precision)
     if args.stream:
         from service import stream
 
@@ -547,6 +548,8 @@ def add_generate(gen):
     gen.add_argument("--weights", help="weights folder (default $TALKINGFACE_WEIGHTS_DIR or ./weights)")
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     gen.add_argument("--fp16", action="store_true", help="half-precision autocast on CUDA")
+    gen.add_argument("--precision", choices=PRECISIONS, default="auto",
+                     help="fp32, int8 (atvgnet, davs; CPU) or auto (default: int8 on CPUs where it is faster)")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.add_argument("--stream", action="store_true",
                      help="talking face: write fragmented MP4 as the frames are made (-o - for stdout: "

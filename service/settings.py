@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     max_live_sessions: int = Field(2, ge=0)    # open at once; more are closed with code 1013 (try later)
     live_max_message_bytes: int = Field(1 << 20, gt=0)  # one audio message (1 MiB: 16 s of f32 at 16 kHz)
 
+    # Inference
+    precision: Literal["fp32", "int8", "auto"] = "auto"   # int8 (CPU): atvgnet, davs; auto: int8 on VNNI CPUs only
+
     # Webhooks
     webhook_secret: str = ""                   # HMAC-SHA256 key; empty: calls are not signed
     webhook_max_attempts: int = 6

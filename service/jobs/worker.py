@@ -91,7 +91,8 @@ class Worker:
     def pipeline(self, model):
         if model not in self.pipelines:
             log.info("loading %s", model)
-            self.pipelines[model] = registry.load(model, weights_root=self.settings.weights_dir, device=self.device)
+            self.pipelines[model] = registry.load(model, weights_root=self.settings.weights_dir, device=self.device,
+                                                  precision=self.settings.precision)
         return self.pipelines[model]
 
     # -- loop ----------------------------------------------------------------------
