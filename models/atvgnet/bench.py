@@ -1,6 +1,7 @@
 """``talkingface bench atvgnet``: speed and memory of ATVGnet, returned as a dict.
 
     talkingface bench atvgnet                       # networks alone, then end to end (10 s clip)
+    talkingface bench atvgnet --precision int8      # the int8 path only (default: fp32 and int8)
     talkingface bench atvgnet --memory 10 600       # peak RSS for a 10-s and a 10-min clip
 
 Speed does not depend on the weights, so ``random_weights`` measures without the authors'
@@ -27,19 +28,26 @@ SECONDS = 10.0          # clip length of the end-to-end run
 MEMORY_SECONDS = (10.0, 600.0)
 
 
-def random_pipeline(weights, device):
+def random_pipeline(weights, device, precision="fp32"):
     """ATVGnet with freshly initialised AT-net and VG-net and the arrays of ``weights``."""
     from models.atvgnet.networks import ATNet, VGNet
     from models.atvgnet.pipeline import ATVGnetPipeline
     from models.weights import weights_dir
 
     return ATVGnetPipeline.with_networks(ATNet(), VGNet(), weights_dir(weights), device=device,
-                                         info={"weights": "random"})
+                                         info={"weights": "random"}, precision=precision)
 
 
-def build_pipeline(weights, random_weights, device):
+def build_pipeline(weights, random_weights, device, precision=None):
     """The pipeline to measure (``models.common.bench.load_pipeline``)."""
-    return bench.load_pipeline("atvgnet", weights, random_weights, device, random_pipeline)
+    return bench.load_pipeline("atvgnet", weights, random_weights, device, random_pipeline, precision)
+
+
+def example_frames(pipe, inputs):
+    """All frames of ``inputs`` as one uint8 array (the quality comparison's clip)."""
+    import numpy as np
+
+    return np.concatenate(list(pipe.frame_chunks(inputs)))
 
 
 def end_to_end(pipe, image, seconds, output):
@@ -80,22 +88,40 @@ def network_speed(pipe, repeats):
     return result
 
 
-def run(weights=None, random_weights=False, device="auto", seconds=None, repeats=3) -> dict:
-    """Networks alone, then photo + ``seconds`` of voice -> MP4 (default ``SECONDS``).
+def run(weights=None, random_weights=False, device="auto", seconds=None, repeats=3, precision="both") -> dict:
+    """Networks alone, then photo + ``seconds`` of voice -> MP4 (default ``SECONDS``), per precision.
+
+    Args:
+        precision: "fp32", "int8", "auto", or "both" (fp32 and int8 side by side, then
+            the int8 path's distance from fp32 on the bundled example).
 
     Returns:
-        The header (``models.common.bench.header``), frames per second of each network,
-        the clip's frames, wall seconds, real-time factor and the peak RSS.
+        The header (``models.common.bench.header``) and the CPU; per precision (``fp32``,
+        ``int8``): the seconds to load (int8: with calibration), frames per second of each
+        network, the clip's frames, wall seconds, frames per second and real-time factor;
+        with both, ``int8_speedup`` (end-to-end frames per second, int8 over fp32) and
+        ``quality`` (``models.common.bench.precision_quality``); then the peak RSS.
     """
     seconds = seconds or SECONDS
-    pipe = build_pipeline(weights, random_weights, device)
     image = bench.example_photo()
-    result = bench.header(pipe)
-    result.update(network_speed(pipe, repeats))
-    with tempfile.TemporaryDirectory() as tmp:
-        wall, frames = end_to_end(pipe, image, seconds, os.path.join(tmp, "bench.mp4"))
-    result.update({"clip_seconds": seconds, "frames": frames, "end_to_end_seconds": round(wall, 2),
-                   "real_time_factor": round(wall / seconds, 3), "peak_rss_mib": round(bench.peak_rss_mib(), 1)})
+    result, pipes = {}, {}
+    for each in bench.bench_precisions(precision):
+        start = time.perf_counter()
+        pipe = pipes[each] = build_pipeline(weights, random_weights, device, each)
+        load_seconds = time.perf_counter() - start
+        if not result:
+            result = dict(bench.header(pipe), cpu=bench.cpu_model(), clip_seconds=seconds)
+        measured = {"precision": pipe.precision, "load_seconds": round(load_seconds, 2)}
+        measured.update(network_speed(pipe, repeats))
+        with tempfile.TemporaryDirectory() as tmp:
+            wall, frames = end_to_end(pipe, image, seconds, os.path.join(tmp, "bench.mp4"))
+        measured.update({"frames": frames, "end_to_end_seconds": round(wall, 2), "fps": round(frames / wall, 2),
+                         "real_time_factor": round(wall / seconds, 3)})
+        result[each] = measured
+    if len(pipes) == 2:
+        result["int8_speedup"] = round(result["int8"]["fps"] / result["fp32"]["fps"], 3)
+        result["quality"] = bench.precision_quality(pipes.__getitem__, example_frames)
+    result["peak_rss_mib"] = round(bench.peak_rss_mib(), 1)
     return result
 
 

@@ -12,6 +12,7 @@ The shell passes the arguments every model shares (``--data``, ``--out``, ``--de
 
 from __future__ import annotations
 
+from models.common import quantize
 from models.common.commands import Command, argument
 from models.errors import TalkingFaceError
 
@@ -80,7 +81,7 @@ def bench(args) -> dict:
         return benchmark.memory(args.memory, weights=args.weights, random_weights=args.random_weights,
                                 device=args.device)
     return benchmark.run(weights=args.weights, random_weights=args.random_weights, device=args.device,
-                         seconds=args.seconds, repeats=args.repeats)
+                         seconds=args.seconds, repeats=args.repeats, precision=args.precision)
 
 
 COMMANDS = {
@@ -110,5 +111,6 @@ COMMANDS = {
     "bench": Command(bench, (
         argument("--memory", nargs="*", type=float, metavar="SECONDS",
                  help="instead: peak RSS of end-to-end runs on clips of these lengths (default 10 600)"),
+        quantize.bench_argument(),
     ), help="AT-net and VG-net alone, then end to end (default a 10 s clip)"),
 }

@@ -1,11 +1,14 @@
 """``talkingface bench davs``: speed of DAVS's networks and pipeline, returned as a dict.
 
     talkingface bench davs --random-weights         # networks, then end to end (2 s, audio and video)
+    talkingface bench davs --precision int8         # the int8 path only (default: fp32 and int8)
 
 End to end is measured three ways per mode (lips from the audio, or from a driving
 video): this project's pipeline with and without test-time fine-tuning, and the authors'
 flow (``Test_Gen_Models``: person-ID features recomputed for every frame, one frame per
-network call) without it.
+network call) without it, in fp32 as their code runs. With ``precision="both"`` this
+project's flows run at fp32 and at int8, and the int8 frames are compared with the fp32
+ones on the bundled example.
 """
 
 from __future__ import annotations
@@ -25,18 +28,23 @@ SECONDS = 2.0           # clip length of the end-to-end runs
 FLOWS = (("ours", None), ("ours_no_finetune", 0), ("authors_per_frame_no_finetune", 0))   # name, fine-tuning steps
 
 
-def random_pipeline(weights, device):
+def random_pipeline(weights, device, precision="fp32"):
     """DAVS with its four inference networks freshly initialised at the published sizes."""
     from models.davs.networks import Decoder, IdentityEncoder, LipFeatureEncoder, MfccEncoder
     from models.davs.pipeline import DAVSPipeline
 
     return DAVSPipeline.with_networks(IdentityEncoder(), Decoder(), MfccEncoder(), LipFeatureEncoder(),
-                                      device=device, info={"weights": "random"})
+                                      device=device, info={"weights": "random"}, precision=precision)
 
 
-def build_pipeline(weights, random_weights, device):
+def build_pipeline(weights, random_weights, device, precision=None):
     """The pipeline to measure (``models.common.bench.load_pipeline``)."""
-    return bench.load_pipeline("davs", weights, random_weights, device, random_pipeline)
+    return bench.load_pipeline("davs", weights, random_weights, device, random_pipeline, precision)
+
+
+def example_frames(pipe, inputs):
+    """All frames of ``inputs`` without fine-tuning, as one uint8 array (the quality comparison's clip)."""
+    return np.concatenate(list(pipe.frame_chunks(inputs, finetune_steps=0)))
 
 
 def network_speed(pipe, repeats):
@@ -122,38 +130,56 @@ def end_to_end(pipe, image, seconds, mode, tmp, flow="ours", finetune_steps=None
     return time.perf_counter() - start, frames
 
 
-def run(weights=None, random_weights=False, device="auto", seconds=None, mode="both", repeats=3) -> dict:
-    """Networks alone, then end to end on ``seconds`` (default ``SECONDS``) in each mode.
+def run(weights=None, random_weights=False, device="auto", seconds=None, mode="both", repeats=3,
+        precision="both") -> dict:
+    """Networks alone, then end to end on ``seconds`` (default ``SECONDS``) in each mode, per precision.
 
     Args:
         mode: "audio", "video" or "both": what drives the lips in the end-to-end runs.
+        precision: "fp32", "int8", "auto", or "both" (fp32 and int8 side by side, then
+            the int8 path's distance from fp32 on the bundled example).
 
     Returns:
-        The header (``models.common.bench.header``), ``networks``: each network's
-        frames per second, and per mode the seconds, frames and frames per second of
-        each of ``FLOWS``, the speed-up over the authors' flow and the fine-tuning's
-        seconds; then the peak RSS.
+        The header (``models.common.bench.header``) and the CPU; per precision (``fp32``,
+        ``int8``): the seconds to load (int8: with calibration), ``networks`` (each
+        network's frames per second) and per mode the seconds, frames and frames per
+        second of this project's flows, their speed-up over the authors' flow and the
+        fine-tuning's seconds; per mode the authors' flow (fp32); with both precisions
+        ``quality`` (``models.common.bench.precision_quality``); then the peak RSS.
     """
     seconds = seconds or SECONDS
-    pipe = build_pipeline(weights, random_weights, device)
     image = bench.example_photo()
-    result = bench.header(pipe)
-    result["clip_seconds"] = seconds
-    result["networks"] = network_speed(pipe, repeats)
     modes = ("audio", "video") if mode == "both" else (mode,)
+    result, pipes = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         if "video" in modes:
             driving_video(image, seconds, os.path.join(tmp, "driving.mp4"))
-        for each in modes:
-            measured = {}
-            for name, steps in FLOWS:
-                flow = "authors" if name.startswith("authors") else "ours"
-                wall, frames = end_to_end(pipe, image, seconds, each, tmp, flow, steps)
-                measured[name] = {"seconds": round(wall, 2), "frames": frames, "fps": round(frames / wall, 3)}
-            measured["speedup_vs_authors"] = round(measured["ours_no_finetune"]["fps"]
-                                                   / measured["authors_per_frame_no_finetune"]["fps"], 2)
-            measured["finetune_seconds"] = round(measured["ours"]["seconds"]
-                                                 - measured["ours_no_finetune"]["seconds"], 2)
-            result[f"end_to_end_{each}"] = measured
+        for each in bench.bench_precisions(precision):
+            start = time.perf_counter()
+            pipe = pipes[each] = build_pipeline(weights, random_weights, device, each)
+            load_seconds = time.perf_counter() - start
+            if not result:
+                result = dict(bench.header(pipe), cpu=bench.cpu_model(), clip_seconds=seconds)
+            measured = {"precision": pipe.precision, "load_seconds": round(load_seconds, 2),
+                        "networks": network_speed(pipe, repeats)}
+            for one in modes:
+                flows = {}
+                for name, steps in FLOWS[:2]:
+                    wall, frames = end_to_end(pipe, image, seconds, one, tmp, "ours", steps)
+                    flows[name] = {"seconds": round(wall, 2), "frames": frames, "fps": round(frames / wall, 3)}
+                flows["finetune_seconds"] = round(flows["ours"]["seconds"] - flows["ours_no_finetune"]["seconds"], 2)
+                measured[f"end_to_end_{one}"] = flows
+            result[each] = measured
+        # The authors' flow, as their code runs it: fp32.
+        authors = pipes.get("fp32") or build_pipeline(weights, random_weights, device, "fp32")
+        name = FLOWS[2][0]
+        for one in modes:
+            wall, frames = end_to_end(authors, image, seconds, one, tmp, "authors", 0)
+            result[f"{name}_{one}"] = {"seconds": round(wall, 2), "frames": frames, "fps": round(frames / wall, 3)}
+            for each in bench.bench_precisions(precision):
+                flows = result[each][f"end_to_end_{one}"]
+                flows["speedup_vs_authors"] = round(flows["ours_no_finetune"]["fps"] / (frames / wall), 2)
+    if len(pipes) == 2:
+        result["quality"] = bench.precision_quality(pipes.__getitem__, example_frames)
     result["peak_rss_mib"] = round(bench.peak_rss_mib(), 1)
     return result

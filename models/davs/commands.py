@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from models.common import quantize
 from models.common.commands import Command, argument
 from models.errors import TalkingFaceError
 
@@ -78,7 +79,7 @@ def bench(args) -> dict:
     from models.davs import bench as benchmark
 
     return benchmark.run(weights=args.weights, random_weights=args.random_weights, device=args.device,
-                         seconds=args.seconds, mode=args.mode, repeats=args.repeats)
+                         seconds=args.seconds, mode=args.mode, repeats=args.repeats, precision=args.precision)
 
 
 COMMANDS = {
@@ -110,5 +111,6 @@ COMMANDS = {
     "bench": Command(bench, (
         argument("--mode", choices=["audio", "video", "both"], default="both",
                  help="what drives the lips in the end-to-end runs (default both)"),
+        quantize.bench_argument(),
     ), help="each network alone, then end to end (default a 2 s clip), ours and the authors' flow"),
 }
