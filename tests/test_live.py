@@ -24,6 +24,7 @@ from models.common.bench import speech_like
 from models.perception.image import read_image
 from models.types import TalkingFaceInput
 from service.app import create_app
+from service.provenance import Label, Provenance, watermark
 from service.settings import Settings
 from tests.conftest import EXAMPLES, ROOT
 from tests.test_dashboard_static import serving_http
@@ -117,9 +118,11 @@ def frames_of(blobs, output):
 
 @pytest.fixture(scope="module")
 def whole_clip(clip):
-    """The frames of the whole clip through the pipeline's ordinary (non-live) path."""
+    """The frames of the whole clip through the pipeline's ordinary (non-live) path, watermarked as every
+    output of the service is."""
     pipe = registry.load("atvgnet", weights=DEMO, device="cpu")
-    return pipe(TalkingFaceInput(image=read_image(FACE), audio=clip, sample_rate=16000)).frames
+    frames = pipe(TalkingFaceInput(image=read_image(FACE), audio=clip, sample_rate=16000)).frames
+    return Provenance().mark(frames, Label.of(pipe))
 
 
 def psnr(a, b):
@@ -142,6 +145,7 @@ def test_audio_in_small_pieces_gives_the_frames_of_the_whole_clip(server, face_i
     received = [h[2] for h in headers]
     assert received == sorted(received) and received[-1] == len(clip)
     assert texts[-1] == {"type": "end", "frames": len(frames), "seconds": len(frames) / 25}
+    assert watermark.fits(*frames.shape[1:3])       # the frames are large enough to carry the mark
     assert closed == (1000, "the session ended")
     # The session was recorded as a job.
     job = server[1].get(f"/v1/jobs/{ready['session']}").json()
@@ -280,12 +284,12 @@ def test_a_client_gone_mid_session_stops_the_generation(server, face_id):
 
 def test_a_client_that_does_not_read_stops_the_server_reading_its_audio(server, face_id):
     app = server[3]
-    # A client with a small receive buffer, and frames of the whole photo (900 KB each, RGB): the
-    # sockets hold few of them.
+    # A client with a small receive buffer and queue, and frames of the whole photo (900 KB each,
+    # RGB): the sockets hold few of them.
     client = socket.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     client.connect(("127.0.0.1", int(server[0].rsplit(":", 1)[1])))
-    with connect(f"{server[0]}/v1/live?key={KEY}", sock=client, max_size=None, open_timeout=30) as ws:
+    with connect(f"{server[0]}/v1/live?key={KEY}", sock=client, max_size=None, max_queue=4, open_timeout=30) as ws:
         ws.send(start_message(face_id, output="rgb", paste_back=True))
         ready = json.loads(ws.recv(timeout=60))
         audio = speech_like(3.0).astype("<f4")
@@ -293,7 +297,7 @@ def test_a_client_that_does_not_read_stops_the_server_reading_its_audio(server, 
             ws.send(audio[begin:begin + 640].tobytes())
         (session,) = app.state.live.sessions
         deadline = time.monotonic() + 60
-        while not session.outbox.full() and time.monotonic() < deadline:
+        while not session.outbox.full() and session.samples < len(audio) and time.monotonic() < deadline:
             time.sleep(0.1)
         received = session.samples
         time.sleep(1.0)

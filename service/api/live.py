@@ -61,6 +61,7 @@ the client went away or the job was canceled (``DELETE /v1/jobs/{id}`` ends the 
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import contextlib
 import io
 import json
@@ -84,6 +85,7 @@ from service.api.files import get_file_or_404, save_upload
 from service.api.jobs import check_model
 from service.jobs.store import JobStatus, LeaseLost
 from service.prometheus import live_metrics
+from service.provenance import Label, Provenance
 from service.storage import StorageUnavailable, storage_for
 from service.stream import FragmentedMp4, create_running_job, service_pipeline, streamer_id
 
@@ -253,8 +255,10 @@ _DONE = object()     # in the outbox: every frame is out
 class Session:
     """One live session: a receiving task, a sending task and the generation thread between them."""
 
-    def __init__(self, websocket: WebSocket, stream, fields, settings, metrics):
+    def __init__(self, websocket: WebSocket, stream, fields, settings, metrics, label):
         self.websocket, self.stream, self.settings, self.metrics = websocket, stream, settings, metrics
+        # Frames carry the invisible watermark, and the fMP4 the label, as every output does.
+        self.labels, self.label = Provenance.from_settings(settings), label
         self.output, self.fps = fields["output"], float(stream.fps)
         self.dtype = FORMATS[fields["format"]]
         self.jpeg_quality = fields["jpeg_quality"]
@@ -277,7 +281,7 @@ class Session:
         while True:
             try:
                 return future.result(timeout=0.2)
-            except TimeoutError:
+            except concurrent.futures.TimeoutError:
                 if self.stop.is_set():
                     future.cancel()
                     raise _Stopped() from None
@@ -313,7 +317,8 @@ class Session:
                 self.muxer.abort()                  # nothing left when it was closed
 
     def _emit(self, frames, arrived):
-        """Encode ``frames`` and queue them (waiting while the client does not read)."""
+        """Mark and encode ``frames`` and queue them (waiting while the client does not read)."""
+        frames = self.labels.mark(np.ascontiguousarray(frames), self.label)
         if self.muxer is not None:
             self.muxer.write(frames)                # waits while the fragments are not sent
             self.frames += len(frames)
@@ -334,7 +339,8 @@ class Session:
             self._wait(self.outbox.put((head + body, arrived, 1)))
 
     def _muxer(self):
-        return FragmentedMp4(fps=self.fps, sample_rate=self.rate, live_audio=True, on_data=self._fragment)
+        return FragmentedMp4(fps=self.fps, sample_rate=self.rate, live_audio=True, on_data=self._fragment,
+                             metadata={"comment": self.label.text() + "; live"})
 
     def _fragment(self, data):
         """fMP4 bytes from the muxer's reader thread into the outbox (waiting while the client does not read)."""
@@ -497,7 +503,8 @@ async def _run(websocket, settings, store, principal, live_state, metrics):
             raise SessionEnd(CLOSE_POLICY, "file_not_found", f"file {file_id} is no longer kept") from None
         except StorageUnavailable as exc:
             raise SessionEnd(CLOSE_TRY_LATER, "storage_unavailable", exc.message) from None
-        session = Session(websocket, stream, fields, settings, metrics)
+        label = await run_in_threadpool(Label.of, pipe)
+        session = Session(websocket, stream, fields, settings, metrics, label)
         record = await run_in_threadpool(JobRecord, store, settings, principal.owner, model, {"image": file_id},
                                          options)
         await websocket.send_text(json.dumps({
