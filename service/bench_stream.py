@@ -327,13 +327,7 @@ def run(args) -> dict | str:
             if args.random_weights:
                 (folder / "weights").mkdir()
                 weights = _random_weights(args.weights, folder / "weights")
-            precision = getattr(args, "precision", None)
-            if precision:
-                from service.settings import Settings
-
-                if "precision" not in Settings.model_fields:
-                    raise RuntimeError("this build has no precision setting (TALKINGFACE_PRECISION)")
-            server = Server(folder / "data", weights, args.device, precision)
+            server = Server(folder / "data", weights, args.device, getattr(args, "precision", None))
             stack.callback(server.stop)
             url = server.url
         headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}

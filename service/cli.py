@@ -71,7 +71,8 @@ STREAM_BENCH = Command("service.bench_stream:run", (
     argument("--url", help="a running server to measure (default: one started for the run)"),
     argument("--key", help="its API key"),
     argument("--chunk-frames", type=int, help="frames per network call in the live sessions (default: the server's)"),
-    argument("--precision", help="the server's TALKINGFACE_PRECISION, where the build has it"),
+    argument("--precision", choices=["fp32", "int8", "auto"],
+             help="TALKINGFACE_PRECISION of the server started (the table says what its streams ran at)"),
     argument("--json", action="store_true", help="the numbers as JSON, not a table"),
 ), help="streamed talking faces: first decodable frame, frames/s against real time, live latency p50/p99")
 
