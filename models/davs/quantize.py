@@ -8,10 +8,10 @@ identity skip and the two stride-1 transposed convolutions, written as the ordin
 convolutions they equal, become one int8 graph; the ``(tanh + 1) / 2`` output stays fp32.
 The person-ID encoder is traced whole. The word-ID encoders stay fp32: they are small.
 
-Calibration inputs are the networks' own inputs in the pipeline on the bundled example
-photo and voice (audio mode, no fine-tuning), captured from the decoder's first calls,
-with the identity image A also mirrored, darkened and brightened so that other faces'
-features fall in the calibrated ranges.
+Calibration inputs are the networks' inputs in the pipeline on the bundled example
+photo and voice (audio mode, no fine-tuning): the identity image A, also mirrored,
+darkened and brightened so that other faces' features fall in the calibrated ranges, and
+the word features of frames spread over the voice.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ import torch.nn.functional as F
 
 from models.common import quantize
 from models.davs.networks import Decoder, expand_identity
-from models.types import TalkingFaceInput
 
-CALIBRATION_CHUNKS = 2        # decoder calls captured from the example (chunk_frames frames each)
+CALIBRATION_FRAMES = 32       # frames of the example's voice the decoder is calibrated on
 
 
 def conv_from_transposed(deconv: nn.ConvTranspose2d) -> nn.Conv2d:
@@ -95,20 +94,22 @@ def identity_variants(image):
     return [image, image.flip(3), image * 0.85, (image * 1.15).clamp(0, 1)]
 
 
-def calibration_inputs(pipe, photo, voice, chunks=CALIBRATION_CHUNKS):
+def calibration_inputs(pipe, photo, voice, frames=CALIBRATION_FRAMES):
     """``(identity images, [(id_feature, words) per decoder call])`` on ``photo`` + ``voice``.
 
-    The decoder sees the example's frames of ``chunks`` calls, then the first call's words
-    again with the person-ID features of each variant of A.
+    The word features are the pipeline's own (audio mode, scaled) for ``frames`` frames
+    spread over the voice; each variant of A is decoded with every fourth of them.
     """
-    inputs = TalkingFaceInput(image=photo, audio=voice, sample_rate=pipe.sample_rate)
-    calls = quantize.capture_inputs(pipe.decoder, lambda: list(pipe.frame_chunks(inputs, finetune_steps=0)), chunks)
     image = pipe.prepare_reference(photo).image
+    chunks, total, _ = pipe._audio_chunks(pipe.prepare_audio(voice, pipe.sample_rate), 0)
+    words = torch.cat(list(chunks))
+    words = words[::max(1, total // frames)][:frames]
     images = identity_variants(image)
-    words = calls[0][1]
+    calls = []
     with torch.inference_mode():
-        for variant in images[1:]:
-            calls.append((expand_identity(pipe.id_encoder(variant), len(words)), words))
+        for i, variant in enumerate(images):
+            some = words[i::len(images)]
+            calls.append((expand_identity(pipe.id_encoder(variant), len(some)), some))
     return images, calls
 
 
