@@ -3,9 +3,12 @@
 ``FragmentedMp4`` pipes frames (and the voice) into ffmpeg, which writes a fragmented
 MP4 (``-movflags frag_keyframe+empty_moov+default_base_moof``): a header without
 samples, then one fragment of H.264 + AAC for each keyframe, forced every
-``fragment_seconds`` (0.5 s). A browser's Media Source Extensions, ffplay and VLC play
-the bytes while they download. x264 runs with ``-tune zerolatency`` so that a frame
-leaves the encoder when it goes in, not after a look-ahead of frames.
+``fragment_seconds`` (0.5 s), the first after ``first_fragment_seconds`` (0.16 s): ffmpeg
+writes a fragment out when the next keyframe arrives, so a short first fragment is what
+lets the first frames leave before the model has made 0.5 s of video. A browser's Media
+Source Extensions, ffplay and VLC play the bytes while they download. x264 runs with
+``-tune zerolatency`` so that a frame leaves the encoder when it goes in, not after a
+look-ahead of frames.
 
 The voice is either the whole clip, known from the start (a file: written to a
 temporary file that ffmpeg reads), or fed as it is made (``live_audio``, through a
@@ -42,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 MEDIA_TYPE = "video/mp4"
 FRAGMENT_SECONDS = 0.5        # a keyframe, and so a fragment, this often
+FIRST_FRAGMENT_SECONDS = 0.16     # but the first after 4 frames at 25 fps
 READ_BYTES = 1 << 16          # ffmpeg's output is passed on in pieces of at most this
 # Frames the model makes per step when streaming: 0.32 s of video, so the first fragment
 # (0.5 s) is out after two steps; the non-streamed path's larger chunks use a GPU better.
@@ -64,6 +68,7 @@ class FragmentedMp4:
             as it is made (instead of ``audio``).
         on_data (`Callable[[bytes], None]`, *optional*): receives the output in order.
         fragment_seconds (`float`, defaults to 0.5): time between keyframes (fragments).
+        first_fragment_seconds (`float`, defaults to 0.16): length of the first fragment.
         metadata (`dict`, *optional*): container tags, e.g. ``{"comment": ...}``.
         crf (`int`, defaults to 18): x264 quality, as ``Mp4Writer``'s.
         preset (`str`, defaults to "veryfast"): x264 speed.
@@ -72,7 +77,7 @@ class FragmentedMp4:
     def __init__(self, fps: float = 25, audio: np.ndarray | None = None, sample_rate: int = 16000,
                  live_audio: bool = False, on_data: Callable[[bytes], None] | None = None,
                  fragment_seconds: float = FRAGMENT_SECONDS, metadata: dict | None = None, crf: int = 18,
-                 preset: str = "veryfast"):
+                 preset: str = "veryfast", first_fragment_seconds: float = FIRST_FRAGMENT_SECONDS):
         if audio is not None and live_audio:
             raise ValueError("give the whole audio or live_audio, not both")
         for key in metadata or {}:
@@ -84,6 +89,7 @@ class FragmentedMp4:
         self.live_audio = live_audio
         self.on_data = on_data
         self.fragment_seconds = float(fragment_seconds)
+        self.first_fragment_seconds = min(float(first_fragment_seconds), self.fragment_seconds)
         self.metadata = dict(metadata or {})
         self.crf, self.preset = crf, preset
         self.frame_size: tuple[int, int] | None = None
@@ -204,10 +210,13 @@ class FragmentedMp4:
         cmd += ["-map", "0:v"] + (["-map", "1:a"] if audio_input is not None else [])
         if width % 2 or height % 2:
             cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
-        keyframe_every = max(1, round(self.fragment_seconds * float(rate)))
+        # Keyframes at 0, first, first + every, first + 2 every, ...: forced, and no others
+        # (x264's own interval is set past them, scene cuts off).
+        first, every = self.first_fragment_seconds, self.fragment_seconds
+        keyframes = f"expr:gte(t,if(lt(n_forced,2),n_forced*{first},{first}+(n_forced-1)*{every}))"
+        longest = 2 * max(1, round(every * float(rate)))
         cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", self.preset, "-tune", "zerolatency",
-                "-crf", str(self.crf), "-g", str(keyframe_every), "-keyint_min", str(keyframe_every),
-                "-sc_threshold", "0", "-force_key_frames", f"expr:gte(t,n_forced*{self.fragment_seconds})"]
+                "-crf", str(self.crf), "-g", str(longest), "-sc_threshold", "0", "-force_key_frames", keyframes]
         if audio_input is not None:
             cmd += ["-c:a", "aac", "-b:a", "128k"]
         for i, (key, value) in enumerate(self.metadata.items()):
@@ -521,7 +530,7 @@ class StreamedJob:
         self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_ITEMS)
         self.stopped = threading.Event()
         self.done = threading.Event()
-        self.queued_bytes = 0          # output waiting in the queue now
+        self.queued_bytes = 0          # output waiting in the queue now, or being offered to it
         self.peak_queued_bytes = 0     # and at most
         self.chunks_made = 0
         self.inputs = self.reference = None
