@@ -170,6 +170,20 @@ def test_a_face_sent_in_the_start_message_is_kept_as_a_file(server, clip):
     assert server[1].get(f"/v1/files/{ready['file_id']}").json()["kind"] == "image"
 
 
+def test_a_start_image_that_is_not_a_photo_is_refused_and_not_kept(server):
+    import base64
+
+    from tests.test_api import wav_bytes
+
+    kept = lambda: sorted(p.name for p in server[2].data_dir.rglob("file_*"))  # noqa: E731
+    before = kept()
+    with open_session(server, None) as ws:
+        ws.send(json.dumps({"image": base64.b64encode(wav_bytes(0.5)).decode()}))
+        texts, _, closed = read_until_closed(ws, timeout=30)
+    assert closed[0] == 1008 and "is audio, not an image" in closed[1]
+    assert kept() == before
+
+
 @pytest.mark.parametrize("key", [None, "wrong-key"])
 def test_a_session_without_a_valid_key_is_closed_before_any_work(server, key):
     with open_session(server, None, key=key) as ws:

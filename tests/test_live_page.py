@@ -119,6 +119,17 @@ def test_the_live_page_makes_a_face_speak_from_the_microphone(tmp_path, chromium
         jobs = server.client.get("/v1/jobs", headers={"Authorization": f"Bearer {KEY}"}).json()["data"]
         assert [(j["status"], j["inputs"]) for j in jobs] == [("succeeded", {"image": face})]
         assert jobs[0]["frames"] >= int(state["frames"])
+
+        # Fragmented MP4 through Media Source Extensions: the <video> decodes and plays the frames.
+        browser.evaluate("document.querySelector('input[value=fmp4]').checked = true; "
+                         "document.getElementById('start-mic').click(); true")
+        video = "document.getElementById('face-video')"
+        deadline = time.monotonic() + 60
+        while browser.evaluate(f"{video}.getVideoPlaybackQuality().totalVideoFrames") < 25:
+            assert time.monotonic() < deadline and not browser.evaluate(stats)["error"], browser.evaluate(stats)
+            time.sleep(0.2)
+        assert browser.evaluate(f"{video}.currentTime") > 0.5
+        browser.evaluate("document.getElementById('stop').click(); true")
     finally:
         if browser is not None:
             browser.close()

@@ -81,7 +81,7 @@ from models.errors import TalkingFaceError, WeightsMissing
 from service import media
 from service.api.deps import ANONYMOUS, PRINCIPAL_SCOPE_KEY
 from service.api.errors import APIError
-from service.api.files import get_file_or_404, save_upload
+from service.api.files import get_file_or_404, remove_file, save_upload
 from service.api.jobs import check_model
 from service.jobs.store import JobStatus, LeaseLost
 from service.prometheus import live_metrics
@@ -133,7 +133,7 @@ class LiveState:
 # The start message
 
 
-def _parse_start(text, settings, pipeline_class=None):
+def _parse_start(text, settings):
     """The start message as ``(model, session fields, model options)``; SessionEnd when it is refused."""
     try:
         start = json.loads(text)
@@ -188,7 +188,10 @@ async def _face(fields, settings, store, principal):
         try:
             row = await save_upload(upload, settings, store, "image", owner=principal.owner)
         except APIError as exc:
-            raise SessionEnd(CLOSE_POLICY, exc.code, exc.message) from None
+            raise SessionEnd(CLOSE_TRY_LATER if exc.status >= 500 else CLOSE_POLICY, exc.code, exc.message) from None
+        if row["kind"] != "image":          # an upload of another kind: not kept
+            with contextlib.suppress(APIError):     # a bucket out of reach: the sweep removes it later
+                await run_in_threadpool(remove_file, row, settings, store)
     else:
         try:
             row = await run_in_threadpool(get_file_or_404, store, fields["file_id"], principal)
