@@ -47,10 +47,13 @@ unknown file, a model that cannot stream, too long a session, no message for
 1013 too many live sessions at once (try again later); 4401 no valid API key (checked by
 ``RequestGuard`` before anything else). The reason says what happened.
 
-Latency stays bounded: the model runs in a thread of the session's own, frames go out
-through a short queue, and a client that stops reading stops the server reading its
-audio (the queue fills, the thread waits, the audio waits in the socket): memory never
-grows with what a slow client leaves unread.
+Memory stays bounded: the model runs in a thread of the session's own and its frames go
+out through a short queue (``OUTBOX``). A client that stops reading fills it and the
+model waits; the audio it goes on sending is read until ``BACKLOG_SECONDS`` of it wait
+for the model, then no more is read (its sending blocks). A model slower than the voice
+falls behind the same way: the latency grows while the backlog does, and a session more
+than ``BACKLOG_SECONDS`` behind for longer than the server's WebSocket ping timeout (20 s)
+is closed by the server.
 
 Each session is recorded as a job of task ``talking-face`` (inputs ``{"image": file id}``):
 ``running`` while it lasts, then ``succeeded`` after ``{"end": true}``, ``canceled`` when
@@ -97,7 +100,7 @@ FORMATS = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
 # Fields of the start message that are the session's; any other is an option of the model.
 START_FIELDS = ("model", "file_id", "image", "output", "sample_rate", "format", "chunk_frames", "jpeg_quality")
 HEADER = struct.Struct(">IIIHH")    # frame index, time in ms, audio samples in, width, height
-INBOX = 4                  # audio messages received and not yet given to the model
+BACKLOG_SECONDS = 30.0     # audio received and not yet given to the model, at most (2 MB of float32 at 16 kHz)
 OUTBOX = 25                # frames (fMP4 fragments) made and not yet sent
 CHUNK_FRAMES = 4           # frames per network call unless the client says: 0.16 s of audio at 25 fps
 MAX_CHUNK_FRAMES = 64
@@ -266,7 +269,11 @@ class Session:
         self.dtype = FORMATS[fields["format"]]
         self.jpeg_quality = fields["jpeg_quality"]
         self.loop = asyncio.get_running_loop()
-        self.inbox: asyncio.Queue = asyncio.Queue(INBOX)
+        # Audio waits here for the model: read at once (so the connection's pings are answered and a
+        # voice sent faster than it is spoken is taken), up to BACKLOG_SECONDS of it.
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.backlog = 0            # samples in the inbox
+        self.room = asyncio.Condition()
         self.outbox: asyncio.Queue = asyncio.Queue(OUTBOX)
         self.stop = threading.Event()
         self.samples = 0            # audio samples received
@@ -292,7 +299,7 @@ class Session:
     def _generate(self):
         try:
             while not self.stop.is_set():
-                item = self._wait(self.inbox.get())
+                item = self._wait(self._take())
                 if item is _END:
                     for frames in self.stream.close_chunks():
                         self._emit(frames, time.monotonic())
@@ -318,6 +325,15 @@ class Session:
         finally:
             if self.muxer is not None:
                 self.muxer.abort()                  # nothing left when it was closed
+
+    async def _take(self):
+        """The next item of the inbox, its room given back to the receiver."""
+        item = await self.inbox.get()
+        if item is not _END:
+            self.backlog -= len(item[0])
+            async with self.room:
+                self.room.notify_all()
+        return item
 
     def _emit(self, frames, arrived):
         """Mark and encode ``frames`` and queue them (waiting while the client does not read)."""
@@ -384,7 +400,12 @@ class Session:
                 if self.samples > self.max_samples:
                     raise SessionEnd(CLOSE_POLICY, "too_long", "the session is over the limit of "
                                      f"{self.settings.max_audio_seconds:g} s of audio")
-                await self.inbox.put((samples, time.monotonic()))       # waits while the model is behind
+                # While BACKLOG_SECONDS of audio wait for the model, no more is read: what the client
+                # sends then waits in the socket, and its sending blocks.
+                async with self.room:
+                    await self.room.wait_for(lambda: self.backlog < BACKLOG_SECONDS * self.rate)
+                self.backlog += len(samples)
+                self.inbox.put_nowait((samples, time.monotonic()))
             elif text is not None:
                 if len(text) > limit:
                     raise SessionEnd(CLOSE_TOO_BIG, "too_large", f"a message is {len(text)} bytes; "
@@ -397,7 +418,7 @@ class Session:
                     raise SessionEnd(CLOSE_UNSUPPORTED, "invalid_input", 'after the start, text messages are '
                                      '{"end": true} only; audio goes as binary messages')
                 ended = True
-                await self.inbox.put(_END)
+                self.inbox.put_nowait(_END)
 
     async def send(self):
         """The outbox to the client until every frame is out."""
