@@ -51,9 +51,9 @@ Memory stays bounded: the model runs in a thread of the session's own and its fr
 out through a short queue (``OUTBOX``). A client that stops reading fills it and the
 model waits; the audio it goes on sending is read until ``BACKLOG_SECONDS`` of it wait
 for the model, then no more is read (its sending blocks). A model slower than the voice
-falls behind the same way: the latency grows while the backlog does, and a session more
-than ``BACKLOG_SECONDS`` behind for longer than the server's WebSocket ping timeout (20 s)
-is closed by the server.
+falls behind the same way: the latency grows while the backlog does, and a session that
+stays more than ``BACKLOG_SECONDS`` behind can be dropped by the server's WebSocket
+keepalive (its pings go unanswered while no audio is read).
 
 Each session is recorded as a job of task ``talking-face`` (inputs ``{"image": file id}``):
 ``running`` while it lasts, then ``succeeded`` after ``{"end": true}``, ``canceled`` when
