@@ -518,7 +518,8 @@ class StreamedJob:
     slowly the queue fills, the muxer's output waits, ffmpeg stops taking frames and the
     model waits in turn, so the server holds no more than the queue, ffmpeg's buffers and
     one chunk of frames. When the client goes away (``stop``), the thread stops within
-    one chunk and the job ends ``canceled``; a cancel through the jobs API does the same.
+    one chunk and the job ends ``canceled``; a cancel through the jobs API does the same, and
+    so does a client that reads nothing for ``TALKINGFACE_BODY_TIMEOUT_SECONDS`` (at least 10 s).
 
     ``prepare`` (inputs read, the face found or taken from the cache) runs before the
     response starts, so that its errors are answered as JSON.
@@ -606,8 +607,12 @@ class StreamedJob:
             return None
 
     def _sink(self, data: bytes):
+        # A client that takes nothing for this long is gone (or never started reading: a
+        # response whose body was never iterated says nothing when it is dropped).
+        stalled_at = time.monotonic() + max(self.settings.body_timeout_seconds, 10.0)
         while True:
-            if self.stopped.is_set():
+            if self.stopped.is_set() or time.monotonic() > stalled_at:
+                self.stopped.set()
                 raise StreamCanceled(self.job["id"])
             try:
                 with self._bytes_lock:
