@@ -491,24 +491,9 @@ def streamer_id(store) -> str:
 
 
 def create_running_job(store, spec: dict, owner: str, runner: str, lease_seconds: float) -> dict:
-    """A job row for ``spec`` (``check_job``'s result), running under ``runner`` from the start.
-
-    It is never queued, so no worker can take it: the API process that streams it runs it.
-    One attempt: if that process dies, the lease runs out and the job fails (its client is
-    gone with it).
-    """
-    from service.jobs.store import JobStatus, new_id
-    from service.jobs.tables import jobs
-
-    now = time.time()
-    row = dict(id=new_id("job"), task=spec["task"], model=spec["model"], status=JobStatus.running,
-               inputs=spec["inputs"], options=spec.get("options") or {}, batch_id=None, progress=0.0,
-               attempts=1, max_attempts=1, cancel_requested=False, worker_id=runner, created_at=now,
-               started_at=now, claimed_at=now, heartbeat_at=now, lease_expires_at=now + lease_seconds,
-               webhook_url=spec.get("webhook_url"), webhook_attempts=0, owner=owner)
-    with store._tx() as c:
-        c.execute(jobs.insert().values(**row))
-    return store.get_job(row["id"])
+    """A job row for ``spec`` (``check_job``'s result), running under ``runner`` from the start
+    (``JobStore.create_running_job``): the API process that streams it runs it."""
+    return store.create_running_job(spec, owner, runner, lease_seconds)
 
 
 class StreamedJob:

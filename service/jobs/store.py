@@ -179,6 +179,20 @@ class JobStore:
         defaults = {column.name: None for column in jobs.columns}
         return batch_id, [dict(defaults, **row) for row in rows]
 
+    def create_running_job(self, spec, owner, runner, lease_seconds):
+        """A job of ``owner`` that ``runner`` (a streaming API process) runs itself, running from the
+        start: never queued, so no worker takes it. One attempt: if that process dies, its lease
+        runs out and the job fails (its client is gone with it)."""
+        now = time.time()
+        row = dict(id=new_id("job"), task=spec["task"], model=spec["model"], status=JobStatus.running,
+                   inputs=spec["inputs"], options=spec.get("options") or {}, batch_id=None, progress=0.0,
+                   attempts=1, max_attempts=1, cancel_requested=False, worker_id=runner, created_at=now,
+                   started_at=now, claimed_at=now, heartbeat_at=now, lease_expires_at=now + lease_seconds,
+                   webhook_url=spec.get("webhook_url"), webhook_attempts=0, owner=owner)
+        with self._tx() as c:
+            c.execute(jobs.insert().values(**row))
+        return self.get_job(row["id"])
+
     def get_job(self, job_id):
         with self.engine.connect() as c:
             row = c.execute(select(jobs).where(jobs.c.id == job_id)).first()
@@ -511,7 +525,7 @@ def _sqlite_pragmas(dbapi_connection, _record):
 def storage_failure(exc: BaseException) -> str | None:
     """``"full"`` when ``exc`` is a full disk or database, ``"unavailable"`` when the database or
     the bucket cannot be used for now (locked, out of reach), None for anything else."""
-    from service.storage import StorageUnavailable    # the bucket (TALKINGFACE_STORAGE=s3): out of reach for now
+    from service.storage import StorageUnavailable  # the bucket (TALKINGFACE_STORAGE=s3): out of reach for now
 
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "full"
