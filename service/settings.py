@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     # Live sessions (/v1/live): each runs its model in the API process; a session's audio is capped by
     # max_audio_seconds
     max_live_sessions: int = Field(2, ge=0)    # open at once; more are closed with code 1013 (try later)
+    max_streams: int = Field(2, ge=0)          # stream=true responses made at once by one API process; more: 503
     live_max_message_bytes: int = Field(1 << 20, gt=0)  # one audio message (1 MiB: 16 s of f32 at 16 kHz)
 
     # Inference

@@ -457,6 +457,23 @@ _pipelines: dict = {}
 _pipelines_lock = threading.Lock()
 _streamers: dict = {}
 running: dict = {}            # job id -> StreamedJob, while its thread runs
+_slots = {"pending": 0}          # streams admitted and not yet started (``take_slot``)
+_slots_lock = threading.Lock()
+
+
+def take_slot(limit: int) -> bool:
+    """Admit one more stream to this process unless ``limit`` are running or being prepared."""
+    with _slots_lock:
+        if len(running) + _slots["pending"] >= limit:
+            return False
+        _slots["pending"] += 1
+        return True
+
+
+def release_slot():
+    """The admitted stream started (it is in ``running`` now) or never will."""
+    with _slots_lock:
+        _slots["pending"] -= 1
 
 
 def service_pipeline(model: str, settings):

@@ -406,6 +406,27 @@ def test_stream_on_a_model_that_cannot_is_400(server, speech):
         assert response.read() and response.json()["error"]["code"] == "stream_unsupported"
 
 
+def test_streams_beyond_the_limit_are_503_and_record_no_job(server, speech, monkeypatch):
+    url, settings, pipe = server
+    monkeypatch.setattr(settings, "max_streams", 1)
+    jobs_before = len(httpx.get(f"{url}/v1/jobs", params={"limit": 200}).json()["data"])
+    with Gate(pipe, hold_at=1) as gate:        # the first stream's model is held: it is running
+        with post_stream(url, audio=wav(speech)) as first:
+            assert first.status_code == 200
+            assert gate.waiting.wait(60)
+            with post_stream(url, audio=wav(speech)) as second:
+                assert second.status_code == 503 and second.headers["Retry-After"] == "5"
+                assert second.read() and second.json()["error"]["code"] == "busy"
+            gate.released.set()
+            first.read()
+        job = wait_job(url, first.headers["X-Job-Id"])
+    assert job["status"] == "succeeded"
+    assert len(httpx.get(f"{url}/v1/jobs", params={"limit": 200}).json()["data"]) == jobs_before + 1
+    with post_stream(url, audio=wav(speech[:16000])) as again:    # the slot is free once it ended
+        assert again.status_code == 200
+        again.read()
+
+
 # -- the command line ------------------------------------------------------------------------
 def test_generate_stream_to_stdout_plays_in_ffmpeg(tmp_path, speech):
     (tmp_path / "voice.wav").write_bytes(wav(speech[:16000]))

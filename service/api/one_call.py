@@ -122,9 +122,22 @@ async def answer_streamed(spec: JobCreate, settings, store, principal: Principal
     A bad input found before the first frame (no face) is answered as JSON, as a job's error.
     """
     from service import stream
-    from service.storage import StorageUnavailable
 
     spec = await run_in_threadpool(check_job, spec, settings, store, principal)
+    # Each stream runs its model in this process: a bounded number at once.
+    if not stream.take_slot(settings.max_streams):
+        raise APIError(503, "busy", f"{settings.max_streams} streams are being made by this server "
+                                    "(TALKINGFACE_MAX_STREAMS); try again", {"Retry-After": "5"})
+    try:
+        return await _start_stream(spec, settings, store, principal)
+    finally:
+        stream.release_slot()
+
+
+async def _start_stream(spec: dict, settings, store, principal: Principal):
+    from service import stream
+    from service.storage import StorageUnavailable
+
     pipe = await run_in_threadpool(stream.service_pipeline, spec["model"], settings)
     runner = await run_in_threadpool(stream.streamer_id, store)
     row = await run_in_threadpool(stream.create_running_job, store, spec, principal.owner, runner,
