@@ -90,7 +90,7 @@ from service.jobs.store import JobStatus, LeaseLost
 from service.prometheus import live_metrics
 from service.provenance import Label, Provenance
 from service.storage import StorageUnavailable, storage_for
-from service.stream import FragmentedMp4, create_running_job, service_pipeline, streamer_id
+from service.stream import FragmentedMp4, service_pipeline, streamer_id
 
 log = logging.getLogger("talkingface.live")
 router = APIRouter(tags=["live"])
@@ -225,7 +225,7 @@ class JobRecord:
         self.store, self.settings = store, settings
         self.worker = streamer_id(store)
         spec = {"task": "talking-face", "model": model, "inputs": inputs, "options": options}
-        self.id = create_running_job(store, spec, owner, self.worker, settings.lease_seconds)["id"]
+        self.id = store.create_running_job(spec, owner, self.worker, settings.lease_seconds)["id"]
         self.held = True
 
     def heartbeat(self) -> bool:
