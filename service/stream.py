@@ -507,12 +507,6 @@ def streamer_id(store) -> str:
         return _streamers[key]
 
 
-def create_running_job(store, spec: dict, owner: str, runner: str, lease_seconds: float) -> dict:
-    """A job row for ``spec`` (``check_job``'s result), running under ``runner`` from the start
-    (``JobStore.create_running_job``): the API process that streams it runs it."""
-    return store.create_running_job(spec, owner, runner, lease_seconds)
-
-
 class StreamedJob:
     """One streamed talking-face job: a thread makes the video, the response sends it.
 

@@ -336,7 +336,7 @@ def test_slow_reader_holds_the_model_back(server, speech, tmp_path, monkeypatch)
     spec = {"task": "talking-face", "model": "atvgnet", "options": {},
             "inputs": {"image": _stored(settings, store, "image", FACE, "face.jpg"),
                        "audio": _stored(settings, store, "audio", audio_path.read_bytes(), "long.wav")}}
-    row = stream_lib.create_running_job(store, spec, "", stream_lib.streamer_id(store), settings.lease_seconds)
+    row = store.create_running_job(spec, "", stream_lib.streamer_id(store), settings.lease_seconds)
     job = stream_lib.StreamedJob(settings, store, row, pipe)
     job.prepare()
     job.start()

@@ -140,7 +140,7 @@ async def _start_stream(spec: dict, settings, store, principal: Principal):
 
     pipe = await run_in_threadpool(stream.service_pipeline, spec["model"], settings)
     runner = await run_in_threadpool(stream.streamer_id, store)
-    row = await run_in_threadpool(stream.create_running_job, store, spec, principal.owner, runner,
+    row = await run_in_threadpool(store.create_running_job, spec, principal.owner, runner,
                                   settings.lease_seconds)
     job = stream.StreamedJob(settings, store, row, pipe)
     try:
