@@ -5,7 +5,7 @@ or ``?key=<key>`` from a browser, which cannot set the header) and talks in this
 
 1. One text message, the start, as JSON::
 
-       {"model": "atvgnet",            # optional: the default talking-face model
+       {"model": "<name>",             # optional: the default talking-face model
         "file_id": "file_...",         # a face uploaded before with POST /v1/files, or
         "image": "<base64 JPEG/PNG>",  # the photo itself (kept as a file; its id comes back)
         "output": "fmp4",              # "fmp4" (default), "jpeg" or "rgb"
