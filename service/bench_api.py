@@ -42,7 +42,8 @@ def _percentiles(values):
     return {"p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99), "max_ms": round(1000 * values[-1], 2)}
 
 
-def _wav(seconds):
+def speech_wav(seconds):
+    """A 16-kHz mono WAV file's bytes of ``seconds`` of speech-like sound."""
     buf = io.BytesIO()
     with wave.open(buf, "wb") as f:
         f.setnchannels(1)
@@ -160,7 +161,7 @@ def _upload(client, data, name):
 def _keep_busy(client, workers, seconds):
     """Queue one ``seconds``-long clip per worker and wait until every worker is rendering one."""
     body = {"inputs": {"image": _upload(client, EXAMPLE_IMAGE.read_bytes(), "face.jpg"),
-                       "audio": _upload(client, _wav(seconds), "long.wav")}}
+                       "audio": _upload(client, speech_wav(seconds), "long.wav")}}
     ids = {client.post("/v1/jobs", json=body).json()["id"] for _ in range(workers)}
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -190,7 +191,7 @@ def run(args):
         try:
             with httpx.Client(base_url=server.url, timeout=60) as client:
                 body = {"inputs": {"image": _upload(client, EXAMPLE_IMAGE.read_bytes(), "face.jpg"),
-                                   "audio": _upload(client, _wav(1.0), "a.wav")}}
+                                   "audio": _upload(client, speech_wav(1.0), "a.wav")}}
                 busy_ids = _keep_busy(client, busy, args.busy_seconds) if busy else []
             asyncio.run(_submit(server.url, body, args.clients, 2))       # warm-up
             if shutil.which("wrk"):
@@ -218,7 +219,7 @@ def run(args):
             store = JobStore(f"sqlite:///{(tmp / 'deliver' / 'jobs.db').resolve()}", migrate=False)
             with httpx.Client(base_url=server.url, timeout=60) as client:
                 body = {"inputs": {"image": _upload(client, EXAMPLE_IMAGE.read_bytes(), "face.jpg"),
-                                   "audio": _upload(client, _wav(1.0), "a.wav")}}
+                                   "audio": _upload(client, speech_wav(1.0), "a.wav")}}
                 for _ in range(args.jobs):
                     job_id = client.post("/v1/jobs", json=body).json()["id"]
                     while True:

@@ -32,7 +32,8 @@ from pathlib import Path
 import httpx
 
 from models.common.bench import EXAMPLE_IMAGE
-from service.bench_api import _wav
+from service.bench_api import speech_wav
+from service.settings import Settings
 
 
 def _free_port():
@@ -48,7 +49,7 @@ def _seconds(iso):
 class _Deployment:
     """An API process and ``workers`` workers of one engine, on a data folder of their own."""
 
-    def __init__(self, engine, workers, database, broker, folder):
+    def __init__(self, engine, workers, database, broker, folder, model):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, TALKINGFACE_DATA_DIR=str(folder), TALKINGFACE_DATABASE_URL=database,
@@ -61,7 +62,7 @@ class _Deployment:
             [sys.executable, "-m", "service.cli", "serve", "--workers", "0" if engine == "celery" else str(workers)],
             env=env, stdout=self.logs, stderr=subprocess.STDOUT)]
         if engine == "celery":
-            self.processes += [subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--models", "atvgnet"],
+            self.processes += [subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--models", model],
                                                 env=env, stdout=self.logs, stderr=subprocess.STDOUT)
                                for _ in range(workers)]
         self.client = httpx.Client(base_url=self.url, timeout=120)
@@ -122,11 +123,12 @@ def _run_one(engine, workers, args, inputs_audio, folder, latency):
     database, drop = _database(args.database)
     deployment = None
     try:
-        deployment = _Deployment(engine, workers, database, args.broker, folder)
+        model = Settings().default_model          # the talking-face model a user gets without asking
+        deployment = _Deployment(engine, workers, database, args.broker, folder, model)
         client = deployment.client
         image = client.post("/v1/files", files={"file": ("face.jpg", EXAMPLE_IMAGE.read_bytes())}).json()["id"]
         audio = client.post("/v1/files", files={"file": ("a.wav", inputs_audio)}).json()["id"]
-        spec = {"model": "atvgnet", "inputs": {"image": image, "audio": audio}}
+        spec = {"model": model, "inputs": {"image": image, "audio": audio}}
         # Warm-up: every worker loads its model and has run once.
         warm = [client.post("/v1/jobs", json=spec).json()["id"] for _ in range(workers)]
         deployment.wait(lambda: all(deployment.job(j)["status"] == "succeeded" for j in warm), 300, "warm-up")
@@ -182,7 +184,7 @@ def _summary(values):
 def run(args):
     engines = ["embedded", "celery"] if args.engine == "both" else [args.engine]
     counts = [int(n) for n in str(args.workers_list).split(",")]
-    audio = _wav(args.seconds or 1.0)
+    audio = speech_wav(args.seconds or 1.0)
     rows = []
     with tempfile.TemporaryDirectory(prefix="talkingface-bench-queue-") as tmp:
         for engine in engines:

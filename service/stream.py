@@ -485,7 +485,8 @@ def service_pipeline(model: str, settings):
         if model not in _pipelines:
             logger.info("loading %s for streamed requests", model)
             _pipelines[model] = registry.load(model, weights_root=settings.weights_dir,
-                                              device=str(pick_device(settings.device)))
+                                              device=str(pick_device(settings.device)),
+                                              precision=settings.precision)
         return _pipelines[model]
 
 
