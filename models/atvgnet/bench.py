@@ -1,7 +1,7 @@
 """``talkingface bench atvgnet``: speed and memory of ATVGnet, returned as a dict.
 
     talkingface bench atvgnet                       # networks alone, then end to end (10 s clip)
-    talkingface bench atvgnet --precision int8      # the int8 path only (default: fp32 and int8)
+    talkingface bench atvgnet --precision both      # fp32 and int8 side by side, int8's quality
     talkingface bench atvgnet --memory 10 600       # peak RSS for a 10-s and a 10-min clip
 
 Speed does not depend on the weights, so ``random_weights`` measures without the authors'
@@ -88,7 +88,7 @@ def network_speed(pipe, repeats):
     return result
 
 
-def run(weights=None, random_weights=False, device="auto", seconds=None, repeats=3, precision="both") -> dict:
+def run(weights=None, random_weights=False, device="auto", seconds=None, repeats=3, precision="fp32") -> dict:
     """Networks alone, then photo + ``seconds`` of voice -> MP4 (default ``SECONDS``), per precision.
 
     Args:
@@ -96,11 +96,12 @@ def run(weights=None, random_weights=False, device="auto", seconds=None, repeats
             the int8 path's distance from fp32 on the bundled example).
 
     Returns:
-        The header (``models.common.bench.header``) and the CPU; per precision (``fp32``,
-        ``int8``): the seconds to load (int8: with calibration), frames per second of each
-        network, the clip's frames, wall seconds, frames per second and real-time factor;
-        with both, ``int8_speedup`` (end-to-end frames per second, int8 over fp32) and
-        ``quality`` (``models.common.bench.precision_quality``); then the peak RSS.
+        The header (``models.common.bench.header``) and the CPU; the seconds to load (int8:
+        with calibration), frames per second of each network, the clip's frames, wall
+        seconds, frames per second and real-time factor, at the top level for one
+        precision, under ``fp32`` and ``int8`` for both, then ``int8_speedup`` (end-to-end
+        frames per second, int8 over fp32) and ``quality``
+        (``models.common.bench.precision_quality``); then the peak RSS.
     """
     seconds = seconds or SECONDS
     image = bench.example_photo()
@@ -122,6 +123,8 @@ def run(weights=None, random_weights=False, device="auto", seconds=None, repeats
     if len(pipes) == 2:
         result["int8_speedup"] = round(result["int8"]["fps"] / result["fp32"]["fps"], 3)
         result["quality"] = bench.precision_quality(pipes.__getitem__, example_frames)
+    else:
+        result.update(result.pop(next(iter(pipes))))      # one precision: its numbers at the top level
     result["peak_rss_mib"] = round(bench.peak_rss_mib(), 1)
     return result
 

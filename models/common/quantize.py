@@ -55,9 +55,9 @@ def bench_argument():
     """The ``--precision`` flag of ``talkingface bench MODEL`` for a model with an int8 path."""
     from models.common.commands import argument
 
-    return argument("--precision", choices=[*PRECISIONS, "both"], default="both",
-                    help="fp32, int8, auto, or both: fp32 and int8 side by side, with int8's PSNR and lip-sync "
-                         "against fp32 on the bundled example (default both)")
+    return argument("--precision", choices=[*PRECISIONS, "both"], default="fp32",
+                    help="fp32 (default), int8, auto, or both: fp32 and int8 side by side, with int8's PSNR and "
+                         "lip-sync against fp32 on the bundled example")
 
 
 def check_precision(precision) -> str:
