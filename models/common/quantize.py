@@ -13,11 +13,12 @@ A pipeline takes ``precision``:
 * ``"int8"``: the int8 copies, on the CPU only;
 * ``"auto"``: int8 where it is measured to pay, fp32 elsewhere (``resolve_precision``).
 
-On x86 CPUs without VNNI (AVX2 only) an int8 multiply-add takes as many instructions as
-an fp32 one (``vpmaddubsw`` + ``vpmaddwd`` against one FMA per 8 lanes); measured on such a
-CPU, the int8 networks are no faster than fp32 (``talkingface bench atvgnet --precision
-int8``), so ``auto`` keeps fp32 there and picks int8 only where the CPU has the int8
-dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX).
+On x86 CPUs without VNNI (AVX2 only) an int8 multiply-add takes about as many instructions
+as an fp32 one (``vpmaddubsw`` + ``vpmaddwd`` + add against FMAs); measured on such a CPU
+(one thread, CPU seconds a frame), int8 VG-net was 6 % faster than fp32 and the int8 DAVS
+decoder 5 % slower (``talkingface bench atvgnet|davs --precision both``), so ``auto`` keeps
+fp32 there and picks int8 only where the CPU has the int8 dot-product instructions
+(AVX512-VNNI, AVX-VNNI or AMX), where no measurement was made here.
 """
 
 from __future__ import annotations
