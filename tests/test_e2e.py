@@ -100,7 +100,7 @@ def test_served_mp4_worker_killed_mid_job_and_dashboard(tmp_path, weights, chrom
         assert abs(float(info["format"]["duration"]) - 1.2) <= 0.07
 
         # kill -9 of the worker in the middle of a job: a new worker finishes it.
-        image, audio = server.upload(FACE, "f.jpg"), server.upload(wav_bytes(8.0), "long.wav")
+        image, audio = server.upload(FACE, "f.jpg"), server.upload(wav_bytes(2.5), "long.wav")
         job_id = server.client.post("/v1/jobs", json={"inputs": {"image": image, "audio": audio}}).json()["id"]
         server.wait_until(lambda: server.job(job_id)["progress"] > 0.05, 60, "the job did not start")
         def busy_worker():

@@ -28,7 +28,7 @@ schema = schemathesis.pytest.from_fixture("app_schema")
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=15, deadline=None, derandomize=True,
+@settings(max_examples=5, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_no_request_gets_a_server_error(case):
     response = case.call()

@@ -51,7 +51,7 @@ def test_kill_9_of_serve_leaves_no_worker_and_the_job_goes_back(tmp_path, seeded
         [worker] = live_workers(server)
         assert int(stat_field(worker["pid"], 4)) == server.process.pid       # ppid: the serve process
         assert int(stat_field(worker["pid"], 19)) == 10                      # nice: below the API's
-        image, audio = server.upload(FACE, "f.jpg"), server.upload(wav_bytes(8.0), "long.wav")
+        image, audio = server.upload(FACE, "f.jpg"), server.upload(wav_bytes(4.0), "long.wav")
         job_id = server.client.post("/v1/jobs", json={"inputs": {"image": image, "audio": audio}}).json()["id"]
         server.wait_until(lambda: server.job(job_id)["progress"] > 0, 120, "the job did not start")
         os.kill(server.process.pid, signal.SIGKILL)
