@@ -165,3 +165,27 @@ def test_workers_take_bounded_threads():
         torch.set_num_threads(threads)
     cores = len(os.sched_getaffinity(0))
     assert default_threads(1) == max(1, cores - 1) and default_threads(cores) == 1
+
+
+def test_a_job_past_its_time_limit_fails_with_timeout(tmp_path, monkeypatch):
+    from service.jobs.worker import Worker
+
+    settings = Settings(data_dir=tmp_path, job_timeout_seconds=0.3, min_free_bytes=0)
+    worker = Worker(settings, models=["dcgan"])
+    chunks = []
+
+    def slow_generate(self, job, progress):       # chunk after chunk, past the limit
+        for done in range(1, 50):
+            time.sleep(0.05)
+            chunks.append(done)
+            progress(done, 50)
+        raise AssertionError("the time limit did not stop the job")
+
+    monkeypatch.setattr(Worker, "_generate", slow_generate)
+    _, [row] = worker.store.create_jobs([{"task": "image-generation", "model": "dcgan", "inputs": {}}], 3)
+    assert worker.run_job(row["id"]) is True
+    job = worker.store.get_job(row["id"])
+    assert job["status"] == "failed" and job["error_code"] == "timeout", job
+    assert "TALKINGFACE_JOB_TIMEOUT_SECONDS" in job["error_message"] and 4 <= len(chunks) < 49
+    assert worker.run_job(row["id"]) is False         # a second message for it does nothing
+    worker.store.dispose()
