@@ -230,18 +230,10 @@ class JobStore:
 
     def claim(self, worker_id, models, lease_seconds):
         """The oldest queued job of one of ``models``, now running under this worker's lease."""
-        now = time.time()
         oldest = (select(jobs.c.id).where(jobs.c.status == JobStatus.queued, jobs.c.model.in_(list(models)))
                   .order_by(jobs.c.created_at, jobs.c.id).limit(1).with_for_update(skip_locked=True)
                   .scalar_subquery())
-        statement = (update(jobs).where(jobs.c.id == oldest, jobs.c.status == JobStatus.queued)
-                     .values(status=JobStatus.running, worker_id=worker_id, attempts=jobs.c.attempts + 1,
-                             started_at=func.coalesce(jobs.c.started_at, now), claimed_at=now,
-                             heartbeat_at=now, lease_expires_at=now + lease_seconds, progress=0.0)
-                     .returning(jobs.c.id))
-        with self._tx() as c:
-            job_id = c.execute(statement).scalar()
-        return self.get_job(job_id) if job_id else None
+        return self._claim(jobs.c.id == oldest, worker_id, lease_seconds)
 
     def claim_job(self, job_id, worker_id, models, lease_seconds):
         """``claim`` for one named job: running under this worker's lease if it was queued, else None.
@@ -249,16 +241,19 @@ class JobStore:
         The UPDATE's condition makes it atomic: of two workers given the same job (a message
         delivered twice), one gets it and the other None.
         """
+        return self._claim(and_(jobs.c.id == job_id, jobs.c.model.in_(list(models))), worker_id, lease_seconds)
+
+    def _claim(self, which, worker_id, lease_seconds):
+        """The queued job ``which`` selects, moved to running under this worker's lease in one UPDATE."""
         now = time.time()
-        statement = (update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.queued,
-                                        jobs.c.model.in_(list(models)))
+        statement = (update(jobs).where(which, jobs.c.status == JobStatus.queued)
                      .values(status=JobStatus.running, worker_id=worker_id, attempts=jobs.c.attempts + 1,
                              started_at=func.coalesce(jobs.c.started_at, now), claimed_at=now,
                              heartbeat_at=now, lease_expires_at=now + lease_seconds, progress=0.0)
                      .returning(jobs.c.id))
         with self._tx() as c:
-            claimed = c.execute(statement).scalar()
-        return self.get_job(claimed) if claimed else None
+            job_id = c.execute(statement).scalar()
+        return self.get_job(job_id) if job_id else None
 
     # -- dispatch (the Celery engine) ------------------------------------------------
     def take_undispatched(self, limit=500):
