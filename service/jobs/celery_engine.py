@@ -79,14 +79,14 @@ _worker = None                    # this process's service.jobs.worker.Worker
 def _run_job(job_id):
     """The task body: run the job if it is still queued. Storage trouble: the job goes back."""
     worker = _worker
-    from service.jobs.worker import DiskLow
+    from service.jobs.worker import wait_reason
 
     try:
         ran = worker.run_job(job_id)
         worker.backoff.succeeded()
         return ran
     except Exception as exc:
-        state = "disk space low" if isinstance(exc, DiskLow) else storage_failure(exc)
+        state = wait_reason(exc)
         if state is None:
             raise
         # Take no other message meanwhile (this process is the only consumer); the job is

@@ -48,6 +48,12 @@ class DiskLow(Exception):
     """Less free space under the data dir than ``min_free_bytes``: no job is taken."""
 
 
+def wait_reason(exc: BaseException) -> str | None:
+    """Why a worker should wait before its next job ("disk space low", "full", "unavailable"), or None
+    when ``exc`` is not a storage problem."""
+    return "disk space low" if isinstance(exc, DiskLow) else storage_failure(exc)
+
+
 class Backoff:
     """Waits that double while storage keeps failing (capped), with one log line per change of state."""
 
@@ -107,7 +113,7 @@ class Worker:
                     worked = self.run_one()
                     backoff.succeeded()
                 except Exception as exc:
-                    state = "disk space low" if isinstance(exc, DiskLow) else storage_failure(exc)
+                    state = wait_reason(exc)
                     if state is None:
                         raise
                     self.stop.wait(backoff.failed(state, exc))
