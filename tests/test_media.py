@@ -151,6 +151,40 @@ def test_read_audio_wav_resamples_to_mono_16k(tmp_path):
         assert 0.45 < np.abs(audio).max() < 0.55
 
 
+def mono_wav(samples, rate=16000, width=2) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return buf.getvalue()
+
+
+def test_plain_wav_is_read_without_ffmpeg_and_gives_ffmpegs_samples(tmp_path, monkeypatch):
+    from models.perception import decode
+
+    pcm = np.random.default_rng(1).integers(-32768, 32768, 40000).astype("<i2")
+    pcm[:3] = (-32768, 32767, 0)
+    data = mono_wav(pcm)
+    by_ffmpeg = decode._decode(data, "wav", 16000, 600, "x")
+    started = []
+    real_run = subprocess.run
+    monkeypatch.setattr(decode.subprocess, "run", lambda *a, **k: started.append(a) or real_run(*a, **k))
+    audio = media.read_audio(data, sample_rate=16000)
+    assert not started                                   # no ffmpeg for a mono 16-bit WAV at the rate asked
+    assert audio.dtype == np.float32 and np.array_equal(audio, by_ffmpeg)
+    assert audio[0] == -1.0 and audio[2] == 0.0
+    with pytest.raises(InvalidInput, match="longer than 2 s"):
+        media.read_audio(data, sample_rate=16000, max_seconds=2.0)
+    (tmp_path / "voice.wav").write_bytes(data)
+    assert not media.has_video_stream(tmp_path / "voice.wav") and not started    # a WAV holds no video
+    # Other WAVs go to ffmpeg: another rate (resampled), 8-bit samples, stereo.
+    for other in (mono_wav(pcm, rate=22050), mono_wav((pcm // 256 + 128).astype(np.uint8), width=1), wav_bytes(0.5)):
+        started.clear()
+        assert len(media.read_audio(other, sample_rate=16000)) > 0 and started
+
+
 @pytest.mark.parametrize(("name", "codec"), [("clip.mp3", "libmp3lame"), ("clip.m4a", "aac")])
 def test_read_audio_compressed(tmp_path, name, codec):
     data = encode_with_ffmpeg(tmp_path, wav_bytes(1.0, freq=1000.0), name, codec)

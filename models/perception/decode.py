@@ -150,7 +150,44 @@ def read_audio(
     demuxer = sniff_container(head)
     if demuxer is None:
         raise InvalidInput(f"{name} is not an audio file (unknown format)")
+    audio = _read_plain_wav(source, sample_rate, max_seconds) if demuxer == "wav" else None
+    if audio is None:
+        audio = _decode(source, demuxer, sample_rate, max_seconds, name)
+    if len(audio) > round(max_seconds * sample_rate):
+        raise InvalidInput(f"{name} is longer than {max_seconds:g} s, the longest accepted")
+    return audio
 
+
+def _read_plain_wav(source: Source, sample_rate: int, max_seconds: float) -> np.ndarray | None:
+    """A mono 16-bit PCM WAV already at ``sample_rate``, read without ffmpeg; None for any other WAV.
+
+    What text-to-speech engines write, and the bulk of what a streamed or live request
+    sends: starting no ffmpeg saves tens of milliseconds before its first frame. The
+    samples are ffmpeg's exactly (``s16 / 32768`` is exact in float32); anything this does
+    not read (other rates, stereo, other sample formats, a header it cannot parse, a
+    data chunk of unknown size) goes to ffmpeg, which decides.
+    """
+    import io
+    import wave
+
+    try:
+        with wave.open(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source), "rb") as f:
+            if f.getnchannels() != 1 or f.getsampwidth() != 2 or f.getframerate() != sample_rate:
+                return None
+            frames = f.getnframes()
+            if frames == 0:
+                return None
+            # One second past the cap is enough to tell "too long", as for ffmpeg.
+            data = f.readframes(min(frames, round((max_seconds + 1.0) * sample_rate)))
+    except Exception:  # noqa: BLE001 - any header the wave module cannot read: ffmpeg decides
+        return None
+    if len(data) % 2:
+        data = data[:-1]
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(32768)
+
+
+def _decode(source: Source, demuxer: str, sample_rate: int, max_seconds: float, name: str) -> np.ndarray:
+    """``read_audio``'s decoding by ffmpeg: mono float32 at ``sample_rate``, at most the cap + 1 s."""
     with tempfile.TemporaryDirectory(prefix="media-") as tmp:
         if isinstance(source, bytes):
             # Bytes go through a file, not stdin: MP4s from phones keep their index (the
@@ -186,8 +223,4 @@ def read_audio(
                 if "matches no streams" in log:
                     raise InvalidInput(f"{name} has no audio track")
                 raise InvalidInput(f"{name} is not an audio file (it could not be decoded)")
-
-    audio = np.frombuffer(done.stdout, dtype="<f4").astype(np.float32)
-    if len(audio) > round(max_seconds * sample_rate):
-        raise InvalidInput(f"{name} is longer than {max_seconds:g} s, the longest accepted")
-    return audio
+    return np.frombuffer(done.stdout, dtype="<f4").astype(np.float32)

@@ -111,7 +111,7 @@ def has_video_stream(path: str | os.PathLike) -> bool:
     whitelist as the decoders; a still-image "cover art" stream does not count.
     """
     demuxer = sniff_container(read_head(str(path)))
-    if demuxer is None:
+    if demuxer in (None, "wav"):        # a WAV holds audio only: no ffmpeg started to say so
         return False
     return any(_is_video_line(line) for line in _stream_lines(path, demuxer))
 
