@@ -56,7 +56,9 @@ __all__ = [
     "BLOCK_FRAMES",
     "BLOCK_CEPSTRA",
     "FPS",
+    "LOOKAHEAD",
     "MFCC_PER_VIDEO_FRAME",
+    "MfccBlockStream",
     "SAMPLE_RATE",
     "frame_blocks",
     "syncnet_mfcc",
@@ -82,6 +84,10 @@ BLOCK_FRAMES = 20  # MFCC frames per block (0.2 s = 5 video frames), opt.mfcc_le
 BLOCK_CEPSTRA = 12  # c1..c12, opt.mfcc_width
 BLOCK_OFFSET = -8  # video frame l's block starts at MFCC frame 4l - 8 (savemfcc.m: 4l - 7, 1-based)
 FIRST_FRAME = 2  # the first video frame with a whole block (4 * 2 - 8 = 0)
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640: video frame l starts at sample 640 l
+# Video frame l's block ends with MFCC frame 4l + 11, which reads samples up to
+# 160 (4l + 11) + 400 = 640 l + 2160: a stream makes frame l once those samples are in.
+LOOKAHEAD = HOP_LENGTH * (BLOCK_OFFSET + BLOCK_FRAMES - 1) + WINDOW_LENGTH  # 2160 samples, 135 ms
 
 _CHUNK_FRAMES = 4096  # MFCC frames transformed at a time: bounds the FFT's memory
 
@@ -200,18 +206,29 @@ def syncnet_mfcc(
     emphasized[1:] = x[1:] - PREEMPHASIS * x[:-1]
 
     # 3.-7. Frames, |FFT|, filterbank, log, lifter x DCT; chunked over frames.
-    n_frames = (x.shape[0] - WINDOW_LENGTH) // HOP_LENGTH + 1
+    return _cepstra(emphasized, mel_floor)
+
+
+def _cepstra(emphasized: np.ndarray, mel_floor: float | None) -> np.ndarray:
+    """Steps 3-7 over a pre-emphasised signal: ``(13, floor((N - 400) / 160) + 1)`` float64.
+
+    Each column is computed by itself, whatever the other columns: the sums run in
+    ``einsum``'s own loops, not in a BLAS product whose rounding depends on how many rows
+    it is given. So ``MfccBlockStream``, which computes a few columns at a time as the
+    samples arrive, gets exactly the columns of the whole signal.
+    """
+    n_frames = (emphasized.shape[0] - WINDOW_LENGTH) // HOP_LENGTH + 1
     frames = np.lib.stride_tricks.sliding_window_view(emphasized, WINDOW_LENGTH)[::HOP_LENGTH]
     window, bank, cepstral = _hamming(), _filterbank(), _cepstral_matrix()
-    out = np.empty((N_CEPSTRA, n_frames))
+    out = np.empty((N_CEPSTRA, max(0, n_frames)))
     for start in range(0, n_frames, _CHUNK_FRAMES):
         chunk = frames[start : start + _CHUNK_FRAMES] * window  # (T, 400)
         magnitude = np.abs(np.fft.rfft(chunk, N_FFT, axis=1))  # (T, 257)
-        energies = magnitude @ bank.T  # (T, 13)
+        energies = np.einsum("tk,mk->tm", magnitude, bank)  # (T, 13)
         if mel_floor is not None:
             energies = np.maximum(energies, mel_floor)
         with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf only without mel_floor
-            out[:, start : start + chunk.shape[0]] = cepstral @ np.log(energies).T
+            out[:, start : start + chunk.shape[0]] = np.einsum("nm,tm->nt", cepstral, np.log(energies))
     return out
 
 
@@ -289,3 +306,127 @@ def frame_blocks(
         columns = np.clip(columns, 0, mfcc.shape[1] - 1)
     blocks = mfcc[1 : 1 + BLOCK_CEPSTRA][:, columns]  # (12, n, 20)
     return np.ascontiguousarray(blocks.transpose(1, 2, 0)[:, None], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# Blocks as the samples arrive
+# ---------------------------------------------------------------------------------------
+
+
+class MfccBlockStream:
+    """The blocks of ``frame_blocks(syncnet_mfcc(clip), 0, video_frame_count(N), pad=True)``
+    computed as the clip's 16-kHz samples arrive, bit for bit.
+
+    ``push`` samples in pieces of any length; ``ready()`` is how many video frames' blocks
+    the samples so far determine: frame ``l`` once MFCC frame ``4l + 11`` exists, i.e.
+    samples ``[0, 640 l + LOOKAHEAD)`` are in; after ``end()``, every frame of the clip
+    (``video_frame_count(N)``), the last MFCC frame repeated where a block leaves the clip.
+    ``blocks(stop)`` returns the blocks from the first not yet taken up to ``stop``. Only the
+    samples of MFCC frames not yet computed and the MFCC frames that later blocks read are
+    held: memory does not grow with the clip.
+
+    ``syncnet_mfcc`` scales a signal by 2^15 when all of it lies in [-1, 1], a decision on
+    the whole clip that a stream cannot make. Here it is fixed at the start: with
+    ``full_scale`` (the default) the samples are a voice in [-1, 1], as decoded audio is,
+    samples beyond it are clipped to it, and all are scaled by 2^15; without it they are
+    taken as they are (16-bit range). The blocks equal the whole clip's whenever the
+    choice is the one ``syncnet_mfcc`` makes for that clip (any clip within [-1, 1] with
+    ``full_scale``).
+
+    Example:
+        ```py
+        stream = MfccBlockStream()
+        for piece in pieces:                       # float at 16 kHz, in [-1, 1]
+            stream.push(piece)
+            blocks = stream.blocks(stream.ready())   # (n, 1, 20, 12), n may be 0
+        stream.end()
+        last = stream.blocks(stream.ready())
+        ```
+    """
+
+    def __init__(self, full_scale: bool = True, *, mel_floor: float | None = MEL_FLOOR):
+        self.full_scale = bool(full_scale)
+        self.mel_floor = mel_floor
+        self.samples_in = 0  # samples pushed so far
+        self.frames_taken = 0  # video frames whose blocks were returned
+        self.ended = False
+        self._previous = None  # the last (scaled) sample, for the pre-emphasis of the next
+        self._emphasized = np.zeros(0)  # pre-emphasised samples from 160 * (MFCC frames computed)
+        self._columns = np.zeros((N_CEPSTRA, 0))  # MFCC frames [_first_column, columns_made)
+        self._first_column = 0
+
+    @property
+    def columns_made(self) -> int:
+        """MFCC frames computed so far (of the whole clip's)."""
+        return self._first_column + self._columns.shape[1]
+
+    def push(self, samples: np.ndarray) -> None:
+        """Append 16-kHz mono ``samples`` (any length); computes the MFCC frames they complete."""
+        if self.ended:
+            raise ValueError("the clip has ended: no more samples can be pushed")
+        x = np.asarray(samples)
+        if x.ndim != 1 or not np.isrealobj(x) or x.dtype == np.bool_:
+            raise InvalidInput(f"the audio must be a 1-D real signal, got shape {x.shape} {x.dtype}")
+        x = x.astype(np.float64)
+        if not np.all(np.isfinite(x)):
+            raise InvalidInput("the audio contains NaN or infinite samples")
+        if x.shape[0] == 0:
+            return
+        if self.full_scale:
+            x = np.clip(x, -1.0, 1.0) * INT16_SCALE
+        self.samples_in += x.shape[0]
+        self._append_emphasized(x)
+        self._compute_columns()
+
+    def end(self) -> None:
+        """The clip is complete: its last frames (whose blocks repeat its last MFCC frame) become ready."""
+        self.ended = True
+
+    def ready(self) -> int:
+        """How many video frames' blocks the samples so far determine (all of the clip's once ended)."""
+        if self.ended:
+            return video_frame_count(self.samples_in)
+        # Frame l reads MFCC frames up to 4l + 11; any clip that long has frame l.
+        last_whole = BLOCK_FRAMES + BLOCK_OFFSET  # 12 MFCC frames complete frame 0's block
+        return max(0, (self.columns_made - last_whole) // MFCC_PER_VIDEO_FRAME + 1)
+
+    def blocks(self, stop: int) -> np.ndarray:
+        """Float32 ``(n, 1, 20, 12)`` blocks of video frames ``[frames_taken, stop)``, ``stop <= ready()``;
+        then drops the MFCC frames no later block reads."""
+        stop = int(stop)
+        if not self.frames_taken <= stop <= self.ready():
+            raise ValueError(f"frames up to {stop} are not ready (taken {self.frames_taken}, "
+                             f"ready {self.ready()})")
+        frames = np.arange(self.frames_taken, stop)[:, None]  # (n, 1)
+        columns = MFCC_PER_VIDEO_FRAME * frames + BLOCK_OFFSET + np.arange(BLOCK_FRAMES)  # (n, 20)
+        columns = np.clip(columns, 0, self.columns_made - 1) - self._first_column
+        blocks = self._columns[1 : 1 + BLOCK_CEPSTRA][:, columns]  # (12, n, 20)
+        self.frames_taken = stop
+        self._drop_columns()
+        return np.ascontiguousarray(blocks.transpose(1, 2, 0)[:, None], dtype=np.float32)
+
+    def _append_emphasized(self, x: np.ndarray) -> None:
+        """Pre-emphasis ``y[n] = x[n] - 0.97 x[n-1]`` (``y[0] = x[0]``), carried across pieces."""
+        emphasized = np.empty_like(x)
+        emphasized[1:] = x[1:] - PREEMPHASIS * x[:-1]
+        emphasized[0] = x[0] if self._previous is None else x[0] - PREEMPHASIS * self._previous
+        self._previous = x[-1]
+        self._emphasized = np.concatenate([self._emphasized, emphasized])
+
+    def _compute_columns(self) -> None:
+        """The MFCC frames whose 400 samples are all in; keeps the samples of the next ones."""
+        if self._emphasized.shape[0] < WINDOW_LENGTH:
+            return
+        new = _cepstra(self._emphasized, self.mel_floor)
+        self._columns = np.concatenate([self._columns, new], axis=1)
+        self._emphasized = self._emphasized[HOP_LENGTH * new.shape[1] :].copy()
+
+    def _drop_columns(self) -> None:
+        """Forget the MFCC frames before the first one frame ``frames_taken`` reads (clipped)."""
+        if self.columns_made == 0:
+            return
+        first_needed = MFCC_PER_VIDEO_FRAME * self.frames_taken + BLOCK_OFFSET
+        keep_from = min(max(0, first_needed), self.columns_made - 1)
+        if keep_from > self._first_column:
+            self._columns = self._columns[:, keep_from - self._first_column :].copy()
+            self._first_column = keep_from
