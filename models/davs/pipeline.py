@@ -60,7 +60,7 @@ import torch.nn.functional as F
 
 from models import weights as weights_lib
 from models.common.device import pick_device
-from models.common.pipeline import Option, TalkingFacePipeline, load_project_networks, read_project
+from models.common.pipeline import FrameStream, Option, TalkingFacePipeline, load_project_networks, read_project
 from models.common.quantize import calibration_example, resolve_precision
 from models.davs import audio as davs_audio
 from models.davs import preprocess
@@ -142,6 +142,8 @@ class DAVSPipeline(TalkingFacePipeline):
     fps = davs_audio.FPS
     sample_rate = davs_audio.SAMPLE_RATE
     accepts_video = True                      # lips can be read from a driving video
+    can_stream = True                         # audio mode without fine-tuning: see ``streams``
+    stream_condition = "with finetune_steps=0 (no test-time fine-tuning)"   # said when ``streams`` refuses
     options = (FINETUNE_OPTION,)
     precisions = ("fp32", "int8")           # models.common.quantize: int8 on the CPU
 
@@ -251,8 +253,9 @@ class DAVSPipeline(TalkingFacePipeline):
 
     # -- driving input ----------------------------------------------------------------
     def _audio_chunks(self, audio, steps):
-        """Audio mode: a generator of scaled word features per chunk, the frame count, and
-        the MFCC blocks of the fine-tuning steps."""
+        """Audio mode over a whole clip at once: a generator of scaled word features per chunk,
+        the frame count, and the MFCC blocks of the fine-tuning steps (the int8 calibration's
+        word features, ``quantize.calibration_inputs``; the frames go through ``DAVSStream``)."""
         mfcc = davs_audio.syncnet_mfcc(audio, self.sample_rate)
         total = davs_audio.video_frame_count(len(audio), self.sample_rate)
 
@@ -266,6 +269,21 @@ class DAVSPipeline(TalkingFacePipeline):
         first = davs_audio.FIRST_FRAME
         tuning = davs_audio.frame_blocks(mfcc, first, first + max(1, min(steps, total - first)), pad=True)
         return chunks(), total, tuning
+
+    def _tuning_blocks(self, audio, steps, full_scale):
+        """Audio mode: the MFCC blocks of the fine-tuning steps, those of the whole clip (scaled as
+        ``full_scale`` says, ``audio.MfccBlockStream``), computed from the samples they read only.
+
+        The authors' samples start at frame 2, the first with a whole block; step i takes sample i.
+        """
+        first = davs_audio.FIRST_FRAME
+        stop = first + max(1, min(steps, davs_audio.video_frame_count(len(audio)) - first))
+        blocks = davs_audio.MfccBlockStream(full_scale)
+        blocks.push(audio[:davs_audio.SAMPLES_PER_FRAME * (stop - 1) + davs_audio.LOOKAHEAD])
+        if blocks.ready() < stop:           # the clip ends within the look-ahead of the last step
+            blocks.end()
+        blocks.blocks(first)
+        return blocks.blocks(stop)
 
     def aligned_video(self, video):
         """Video mode: the driving video's faces aligned as the photo's, uint8 chunks
@@ -297,6 +315,28 @@ class DAVSPipeline(TalkingFacePipeline):
             batch = batch[self.chunk_frames:]
 
     # -- public -----------------------------------------------------------------------
+    @classmethod
+    def streams(cls, options: dict) -> bool:
+        """Only a request without fine-tuning streams (``finetune_steps`` given as 0): the
+        fine-tuning reads the voice's first blocks before the first frame can be drawn.
+        Not given, the pipeline's default fine-tunes."""
+        steps = options.get("finetune_steps")
+        return cls.can_stream and steps is not None and FINETUNE_OPTION.parse(steps) == 0
+
+    def open_stream(self, image_or_reference, *, face_index=0, paste_back=False, chunk_frames=None) -> "DAVSStream":
+        """A ``FrameStream`` of this face speaking the 16-kHz samples pushed into it, without fine-tuning.
+
+        Frame ``l`` reads the voice up to sample ``640 l + 2160`` (``audio.LOOKAHEAD``: its
+        block ends 0.135 s past its start); frames are made ``chunk_frames`` at a time (the
+        pipeline's by default), the chunks and so the frames those of ``frame_chunks(...,
+        finetune_steps=0)`` with the same ``chunk_frames``. The voice is taken in [-1, 1]
+        (``audio.MfccBlockStream``).
+        """
+        reference = image_or_reference
+        if isinstance(reference, np.ndarray):
+            reference = self.prepare_reference(reference, face_index)
+        return DAVSStream(self, reference, paste_back=paste_back, chunk_frames=chunk_frames or self.chunk_frames)
+
     def frame_chunks(self, inputs: TalkingFaceInput, paste_back=False, progress=None, reference=None,
                      finetune_steps=None):
         """Yield uint8 RGB frame chunks (n, H, W, 3) in order; memory bounded per chunk.
@@ -306,6 +346,7 @@ class DAVSPipeline(TalkingFacePipeline):
         raising from it (for instance to cancel a job) stops the generation there.
         ``reference`` is ``prepare_reference``'s result when the caller already has it.
         ``finetune_steps`` overrides the pipeline's default for this call (0: none).
+        In audio mode the clip goes through a ``DAVSStream`` one chunk's samples at a time.
         """
         # 1. Check inputs
         steps = self.finetune_steps if finetune_steps is None else FINETUNE_OPTION.parse(finetune_steps)
@@ -315,21 +356,44 @@ class DAVSPipeline(TalkingFacePipeline):
         # 2. The face
         if reference is None:
             reference = self.prepare_reference(inputs.image, inputs.face_index)
-        # 3. Word input and the fine-tuning features
+        # 3.-6. Word input, fine-tuning, E_p(A), frames
         if video_mode:
-            expected = _expected_frames(inputs.video)
-            chunks = (self.lip_words(preprocess.face_tensor(faces)) * VIDEO_WORD_SCALE
-                      for faces in self.aligned_video(inputs.video))
-            finetune_words = self.lip_words(reference.image) if steps else None
+            yield from self._video_frames(inputs.video, reference, steps, paste_back, progress)
         else:
-            chunks, expected, tuning_blocks = self._audio_chunks(audio, steps)
-            finetune_words = self.audio_words(tuning_blocks) if steps else None
-        # 4. Person-ID: fine-tune copies, E_p(A) once
+            yield from self._audio_frames(audio, reference, steps, paste_back, progress)
+
+    def _audio_frames(self, audio, reference, steps, paste_back, progress):
+        """Audio mode: the clip's frame chunks, through ``DAVSStream`` with the (fine-tuned) identity."""
+        # syncnet_mfcc's choice for the whole clip: a voice in [-1, 1] is scaled to 16-bit range.
+        full_scale = bool(np.max(np.abs(audio)) <= 1)
+        identity = None
+        if steps:
+            tuning_words = self.audio_words(self._tuning_blocks(audio, steps, full_scale))
+            identity = self.prepare_identity(reference, tuning_words, steps)
+        stream = DAVSStream(self, reference, paste_back=paste_back, chunk_frames=self.chunk_frames,
+                            identity=identity, full_scale=full_scale)
+        total = davs_audio.video_frame_count(len(audio), self.sample_rate)
+        if progress is not None:
+            progress(0, total or 1)
+        step = self.chunk_frames * davs_audio.SAMPLES_PER_FRAME
+        for begin in range(0, len(audio) + step, step):
+            # The last round closes the stream: its frames' blocks reach past the clip's end.
+            chunks = stream.push_chunks(audio[begin:begin + step]) if begin < len(audio) else stream.close_chunks()
+            for frames in chunks:
+                yield frames
+                if progress is not None:
+                    progress(stream.frames_out, max(total, stream.frames_out))
+
+    def _video_frames(self, video, reference, steps, paste_back, progress):
+        """Video mode: the frame chunks of a driving video's lips."""
+        expected = _expected_frames(video)
+        chunks = (self.lip_words(preprocess.face_tensor(faces)) * VIDEO_WORD_SCALE
+                  for faces in self.aligned_video(video))
+        finetune_words = self.lip_words(reference.image) if steps else None
         identity = self.prepare_identity(reference, finetune_words, steps)
         done = 0
         if progress is not None:
             progress(0, expected or 1)
-        # 5. Frames, chunk by chunk
         for words in chunks:
             frames = self.decode(identity, words)
             done += len(frames)
@@ -339,6 +403,63 @@ class DAVSPipeline(TalkingFacePipeline):
 
     def video_info(self, inputs):
         return dict(self.info, mode="video" if inputs.video is not None else "audio")
+
+
+class DAVSStream(FrameStream):
+    """DAVS's frames as the voice arrives (``DAVSPipeline.open_stream``).
+
+    Each frame depends on its own 20 x 12 MFCC block only: the blocks come from
+    ``audio.MfccBlockStream`` (the whole clip's), and frames ``[c k, c (k + 1))`` go through
+    the MFCC encoder and the decoder together once all their blocks are ready (the last
+    chunk at ``close``), so the frames do not depend on how the voice was cut. E_p(A) is
+    computed once, here; without ``identity`` the networks are not fine-tuned.
+    """
+
+    def __init__(self, pipeline: DAVSPipeline, reference: Reference, paste_back=False, chunk_frames=8,
+                 identity: Identity | None = None, full_scale=True):
+        if int(chunk_frames) < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        self.pipeline = pipeline
+        self.reference = reference
+        self.identity = pipeline.prepare_identity(reference) if identity is None else identity
+        self.paste_back = bool(paste_back)
+        self.chunk_frames = int(chunk_frames)
+        self.fps = pipeline.fps
+        self.frames_out = 0
+        self.closed = False
+        self.frame_shape = (*(reference.photo.shape[:2] if self.paste_back else reference.face.shape[:2]), 3)
+        self._blocks = davs_audio.MfccBlockStream(full_scale)
+
+    @property
+    def samples_in(self) -> int:
+        return self._blocks.samples_in
+
+    def push_chunks(self, samples):
+        if self.closed:
+            raise InvalidInput("the stream is closed: no more audio can be pushed")
+        self._blocks.push(self.check_samples(samples))
+        return self._made()
+
+    def close_chunks(self):
+        if not self.closed:
+            self.closed = True
+            self._blocks.end()
+        return self._made()
+
+    def _made(self):
+        """Chunks of frames ``[c k, c (k + 1))`` while their blocks are ready; the last chunk once closed."""
+        blocks = self._blocks
+        while True:
+            stop = min(blocks.frames_taken + self.chunk_frames, blocks.ready())
+            short = stop - blocks.frames_taken < self.chunk_frames
+            if stop == blocks.frames_taken or (short and not blocks.ended):
+                return
+            words = self.pipeline.audio_words(blocks.blocks(stop)) * AUDIO_WORD_SCALE
+            frames = self.pipeline.decode(self.identity, words)
+            if self.paste_back:
+                frames = self.reference.paste_back(frames)
+            self.frames_out += len(frames)
+            yield frames
 
 
 def _frozen(network, device):
