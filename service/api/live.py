@@ -90,7 +90,7 @@ from service.jobs.store import JobStatus, LeaseLost
 from service.prometheus import live_metrics
 from service.provenance import Label, Provenance
 from service.storage import StorageUnavailable, storage_for
-from service.stream import FragmentedMp4, service_pipeline, streamer_id
+from service.stream import FIRST_CHUNK_FRAMES, FragmentedMp4, service_pipeline, streamer_id
 
 log = logging.getLogger("talkingface.live")
 router = APIRouter(tags=["live"])
@@ -153,8 +153,10 @@ def _parse_start(text, settings):
     pipeline_class = registry.pipeline_class(model)
     streams = getattr(pipeline_class, "streams", None)
     if streams is None or not streams(options):
+        condition = getattr(pipeline_class, "stream_condition", None)     # the options it streams with
+        streams_with = f"; it does {condition}" if condition else ""
         raise SessionEnd(CLOSE_POLICY, "cannot_stream", f"model {model} cannot make frames as audio arrives "
-                         "(with these options); use POST /v1/talking-face for a whole clip")
+                         f"(with these options{streams_with}); use POST /v1/talking-face for a whole clip")
     if ("file_id" in fields) == ("image" in fields):
         raise SessionEnd(CLOSE_POLICY, "invalid_input", "give the face as 'file_id' (POST /v1/files) or "
                                                         "'image' (base64), one of them")
@@ -298,6 +300,8 @@ class Session:
 
     def _generate(self):
         try:
+            if self.muxer is not None:
+                self.muxer.open()           # ffmpeg starts while the first audio comes
             while not self.stop.is_set():
                 item = self._wait(self._take())
                 if item is _END:
@@ -359,7 +363,8 @@ class Session:
 
     def _muxer(self):
         return FragmentedMp4(fps=self.fps, sample_rate=self.rate, live_audio=True, on_data=self._fragment,
-                             metadata={"comment": self.label.text() + "; live"})
+                             metadata={"comment": self.label.text() + "; live"},
+                             frame_size=self.stream.frame_shape[:2])
 
     def _fragment(self, data):
         """fMP4 bytes from the muxer's reader thread into the outbox (waiting while the client does not read)."""
@@ -520,7 +525,8 @@ async def _run(websocket, settings, store, principal, live_state, metrics):
             reference = await run_in_threadpool(pipe.cached_reference, f"sha256:{face_row['sha256']}", read_photo,
                                                 face_index)
             stream = pipe.open_stream(reference, face_index=face_index, paste_back=bool(options.get("paste_back")),
-                                      chunk_frames=fields["chunk_frames"])
+                                      chunk_frames=fields["chunk_frames"],
+                                      first_chunk_frames=min(FIRST_CHUNK_FRAMES, fields["chunk_frames"]))
         except TalkingFaceError as exc:
             raise SessionEnd(CLOSE_POLICY, exc.code, exc.message) from None
         except FileNotFoundError:

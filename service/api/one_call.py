@@ -108,8 +108,10 @@ def check_streamable(model: str, options: dict, as_video=False):
         raise APIError(400, "stream_unsupported", f"model {model} cannot stream its video; "
                                                   "send the request without stream=true")
     if not pipeline.streams(options):
-        raise APIError(400, "stream_unsupported", f"model {model} cannot stream its video with these options; "
-                                                  "send the request without stream=true")
+        condition = getattr(pipeline, "stream_condition", None)     # the options it streams with
+        streams_with = f" (it streams {condition})" if condition else ""
+        raise APIError(400, "stream_unsupported", f"model {model} cannot stream its video with these "
+                                                  f"options{streams_with}; send the request without stream=true")
     if as_video:
         raise APIError(400, "stream_unsupported", f"model {model} cannot stream a video driven by a video; "
                                                   "send an audio file, or the request without stream=true")
