@@ -3,9 +3,10 @@
 ``FragmentedMp4`` pipes frames (and the voice) into ffmpeg, which writes a fragmented
 MP4 (``-movflags frag_keyframe+empty_moov+default_base_moof``): a header without
 samples, then one fragment of H.264 + AAC for each keyframe, forced every
-``fragment_seconds`` (0.5 s), the first after ``first_fragment_seconds`` (0.16 s): ffmpeg
-writes a fragment out when the next keyframe arrives, so a short first fragment is what
-lets the first frames leave before the model has made 0.5 s of video. A browser's Media
+``fragment_seconds`` (0.5 s), the first ones shorter (``LEAD_KEYFRAMES``: keyframes at
+0.04 and 0.16 s): ffmpeg writes a fragment out when the next keyframe arrives, so a
+one-frame first fragment is what lets the first frame leave as soon as the model has made
+two, and the next short one carries the video until the model runs ahead. A browser's Media
 Source Extensions, ffplay and VLC play the bytes while they download. x264 runs with
 ``-tune zerolatency`` so that a frame leaves the encoder when it goes in, not after a
 look-ahead of frames.
@@ -45,11 +46,16 @@ logger = logging.getLogger(__name__)
 
 MEDIA_TYPE = "video/mp4"
 FRAGMENT_SECONDS = 0.5        # a keyframe, and so a fragment, this often
-FIRST_FRAGMENT_SECONDS = 0.16     # but the first after 4 frames at 25 fps
+LEAD_KEYFRAMES = (0.04, 0.16)     # but first at these times: one frame, then three, then 0.5 s each
 READ_BYTES = 1 << 16          # ffmpeg's output is passed on in pieces of at most this
-# Frames the model makes per step when streaming: 0.32 s of video, so the first fragment
-# (0.5 s) is out after two steps; the non-streamed path's larger chunks use a GPU better.
-STREAM_CHUNK_FRAMES = 8
+# Frames the model makes per step when streaming, by device: on a CPU 0.32 s of video a
+# step (a step's time grows with its frames, so larger steps only delay the first frames);
+# a GPU makes 16 frames in about the time of 8, and the rest of the step is latency it can
+# afford. The first step is 2 frames whatever the device: the one-frame first fragment
+# leaves with them.
+STREAM_CHUNK_FRAMES = {"cpu": 8}
+STREAM_CHUNK_FRAMES_ELSEWHERE = 16
+FIRST_CHUNK_FRAMES = 2
 
 
 class FragmentedMp4:
@@ -68,18 +74,26 @@ class FragmentedMp4:
             as it is made (instead of ``audio``).
         on_data (`Callable[[bytes], None]`, *optional*): receives the output in order.
         fragment_seconds (`float`, defaults to 0.5): time between keyframes (fragments).
-        first_fragment_seconds (`float`, defaults to 0.16): length of the first fragment.
+        lead_keyframes (`tuple[float, ...]`, defaults to (0.04, 0.16)): the first keyframes
+            after 0 s (increasing); ``fragment_seconds`` apart after the last of them.
         metadata (`dict`, *optional*): container tags, e.g. ``{"comment": ...}``.
         crf (`int`, defaults to 18): x264 quality, as ``Mp4Writer``'s.
         preset (`str`, defaults to "veryfast"): x264 speed.
+        frame_size (`tuple[int, int]`, *optional*): (height, width) of the frames when known
+            before the first of them: ffmpeg then starts on ``__enter__``, while the model
+            makes them, instead of on the first ``write``.
     """
 
     def __init__(self, fps: float = 25, audio: np.ndarray | None = None, sample_rate: int = 16000,
                  live_audio: bool = False, on_data: Callable[[bytes], None] | None = None,
                  fragment_seconds: float = FRAGMENT_SECONDS, metadata: dict | None = None, crf: int = 18,
-                 preset: str = "veryfast", first_fragment_seconds: float = FIRST_FRAGMENT_SECONDS):
+                 preset: str = "veryfast", lead_keyframes: tuple = LEAD_KEYFRAMES,
+                 frame_size: tuple[int, int] | None = None):
         if audio is not None and live_audio:
             raise ValueError("give the whole audio or live_audio, not both")
+        lead = tuple(float(t) for t in lead_keyframes)
+        if any(t <= 0 for t in lead) or list(lead) != sorted(set(lead)):
+            raise ValueError(f"lead_keyframes must be increasing times after 0, got {lead_keyframes}")
         for key in metadata or {}:
             if not key.replace("_", "").isalnum():
                 raise ValueError(f"metadata key {key!r} must be letters, digits or '_'")
@@ -89,7 +103,8 @@ class FragmentedMp4:
         self.live_audio = live_audio
         self.on_data = on_data
         self.fragment_seconds = float(fragment_seconds)
-        self.first_fragment_seconds = min(float(first_fragment_seconds), self.fragment_seconds)
+        self.lead_keyframes = lead
+        self.expected_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
         self.metadata = dict(metadata or {})
         self.crf, self.preset = crf, preset
         self.frame_size: tuple[int, int] | None = None
@@ -108,7 +123,16 @@ class FragmentedMp4:
         self._early_audio: list[np.ndarray] = []
 
     def __enter__(self) -> "FragmentedMp4":
+        if self.expected_size is not None:
+            self.open()
         return self
+
+    def open(self) -> None:
+        """Start ffmpeg now, before the first frames (``frame_size`` must be given); ``with`` does it."""
+        if self.expected_size is None:
+            raise ValueError("open() needs the frame_size the stream was made with")
+        if self._proc is None:
+            self._start(*self.expected_size)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
@@ -210,11 +234,10 @@ class FragmentedMp4:
         cmd += ["-map", "0:v"] + (["-map", "1:a"] if audio_input is not None else [])
         if width % 2 or height % 2:
             cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
-        # Keyframes at 0, first, first + every, first + 2 every, ...: forced, and no others
-        # (x264's own interval is set past them, scene cuts off).
-        first, every = self.first_fragment_seconds, self.fragment_seconds
-        keyframes = f"expr:gte(t,if(lt(n_forced,2),n_forced*{first},{first}+(n_forced-1)*{every}))"
-        longest = 2 * max(1, round(every * float(rate)))
+        # Keyframes at 0, the lead times, then every fragment_seconds after the last: forced,
+        # and no others (x264's own interval is set past them, scene cuts off).
+        keyframes = f"expr:gte(t,{self._keyframe_time_expr()})"
+        longest = 2 * max(1, round(self.fragment_seconds * float(rate)))
         cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", self.preset, "-tune", "zerolatency",
                 "-crf", str(self.crf), "-g", str(longest), "-sc_threshold", "0", "-force_key_frames", keyframes]
         if audio_input is not None:
@@ -224,6 +247,15 @@ class FragmentedMp4:
         cmd += ["-movflags", "frag_keyframe+empty_moov+default_base_moof", "-flush_packets", "1",
                 "-f", "mp4", "pipe:1"]
         return cmd
+
+    def _keyframe_time_expr(self) -> str:
+        """ffmpeg's expression of the time of keyframe number ``n_forced`` (0, lead times, then regular)."""
+        times = (0.0, *self.lead_keyframes)
+        last, n = times[-1], len(times) - 1
+        expr = f"{last}+(n_forced-{n})*{self.fragment_seconds}"
+        for i in range(n - 1, -1, -1):
+            expr = f"if(eq(n_forced,{i}),{times[i]},{expr})"
+        return expr
 
     def _start(self, height: int, width: int) -> None:
         self.frame_size = (height, width)
@@ -335,7 +367,8 @@ def stream_video(pipe, inputs, sink: Callable[[bytes], None], options=None, refe
         progress: ``progress(done, total)`` after every chunk; raising stops the work.
         comment: added to the MP4's comment after the label.
         provenance: how the file is labelled (default ``Provenance.for_cli()``).
-        chunk_frames: frames the model makes per step (default: the pipeline's).
+        chunk_frames: frames the model makes per step (default: ``stream_chunk_frames``);
+            the first step makes ``FIRST_CHUNK_FRAMES``.
         fragment_seconds: time between keyframes, each starting a fragment.
 
     Returns:
@@ -364,10 +397,14 @@ def stream_video(pipe, inputs, sink: Callable[[bytes], None], options=None, refe
                 keep.write(data)
             sink(data)
 
+        chunk_frames = chunk_frames or stream_chunk_frames(pipe)
+        stream = pipe.open_stream(reference, paste_back=bool(options.get("paste_back")), chunk_frames=chunk_frames,
+                                  first_chunk_frames=min(FIRST_CHUNK_FRAMES, chunk_frames))
+        # ffmpeg starts now, while the model makes the first frames.
         mp4 = stack.enter_context(FragmentedMp4(pipe.fps, audio=audio, sample_rate=pipe.sample_rate,
                                                 on_data=on_data, fragment_seconds=fragment_seconds,
-                                                metadata={"comment": label.text() + comment}))
-        stream = pipe.open_stream(reference, paste_back=bool(options.get("paste_back")), chunk_frames=chunk_frames)
+                                                metadata={"comment": label.text() + comment},
+                                                frame_size=stream.frame_shape[:2]))
         step = stream_step(pipe, stream)
         total = max(1, round(len(audio) / pipe.sample_rate * pipe.fps))     # for progress: about the count
 
@@ -422,7 +459,7 @@ def stream_to_file(pipe, inputs, output, options=None, progress=None, reference=
 
         try:
             return stream_video(pipe, inputs, sink, options=options, reference=reference, progress=progress,
-                                provenance=labels, chunk_frames=chunk_frames or STREAM_CHUNK_FRAMES)
+                                provenance=labels, chunk_frames=chunk_frames)
         except BrokenPipeError:
             raise TalkingFaceError("the reader of the stream (stdout) went away") from None
     path = Path(output)
@@ -433,7 +470,7 @@ def stream_to_file(pipe, inputs, output, options=None, progress=None, reference=
                 f.flush()
 
             result = stream_video(pipe, inputs, sink, options=options, reference=reference, progress=progress,
-                                  provenance=labels, chunk_frames=chunk_frames or STREAM_CHUNK_FRAMES)
+                                  provenance=labels, chunk_frames=chunk_frames)
         with labels.signed(path, MEDIA_TYPE, Label.of(pipe)) as target:
             if Path(target) != path:
                 os.replace(path, target)
@@ -445,7 +482,13 @@ def stream_to_file(pipe, inputs, output, options=None, progress=None, reference=
 
 def stream_step(pipe, stream) -> int:
     """Samples pushed at a time: one chunk of frames' worth."""
-    return max(1, round(getattr(stream, "chunk_frames", 1) * pipe.sample_rate / pipe.fps))
+    return max(1, round(stream.chunk_frames * pipe.sample_rate / pipe.fps))
+
+
+def stream_chunk_frames(pipe) -> int:
+    """Frames ``pipe`` makes per step when streaming, on its device (``STREAM_CHUNK_FRAMES``)."""
+    device = getattr(pipe, "device", "cpu")
+    return STREAM_CHUNK_FRAMES.get(getattr(device, "type", str(device)), STREAM_CHUNK_FRAMES_ELSEWHERE)
 
 
 # ---------------------------------------------------------------------------------------
@@ -677,7 +720,6 @@ class StreamedJob:
             with storage.writing(relative) as path:
                 done = stream_video(self.pipe, self.inputs, self._sink, options=self.job["options"],
                                     reference=self.reference, output=path, progress=progress,
-                                    chunk_frames=STREAM_CHUNK_FRAMES,
                                     comment=f"; job {job_id}", provenance=render.Provenance.from_settings(settings))
                 size = path.stat().st_size
                 storage.save(path, relative)

@@ -43,6 +43,20 @@ def own_data_home(tmp_path_factory):
         os.environ["XDG_DATA_HOME"] = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fp32_service():
+    """Servers and workers started by the tests run fp32, whatever the CPU: the service's default
+    (``auto``) is int8 on a CPU with VNNI, and the tests compare the service's frames with the
+    fp32 networks'. The int8 path has tests of its own (``test_precision.py``) that ask for it."""
+    saved = os.environ.get("TALKINGFACE_PRECISION")
+    os.environ["TALKINGFACE_PRECISION"] = "fp32"
+    yield
+    if saved is None:
+        os.environ.pop("TALKINGFACE_PRECISION", None)
+    else:
+        os.environ["TALKINGFACE_PRECISION"] = saved
+
+
 # -- optional components ------------------------------------------------------------
 @pytest.fixture(scope="session")
 def reference_dir():

@@ -133,6 +133,26 @@ def test_frame_stream_in_random_pieces_equals_frame_chunks(pipe, photo, speech, 
     assert len(made[-1]) < 12
 
 
+def test_a_small_first_chunk_then_full_ones_whatever_the_cut(pipe, reference, speech):
+    speech = speech[:20000]                  # 31 frames: chunks of 2, then 6
+    rng = np.random.default_rng(3)
+
+    def run(sizes):
+        stream = pipe.open_stream(reference, chunk_frames=6, first_chunk_frames=2)
+        chunks, begin = [], 0
+        for size in sizes:
+            chunks += list(stream.push_chunks(speech[begin:begin + size]))
+            begin += size
+        return chunks + list(stream.close_chunks())
+
+    whole = run([len(speech)])
+    cut = run(rng.choice([1, 17, 640, 1999], 60))
+    assert [len(c) for c in whole] == [len(c) for c in cut] == [2, 6, 6, 6, 6, 5]
+    assert np.array_equal(np.concatenate(whole), np.concatenate(cut))
+    with pytest.raises(ValueError, match="first at most"):
+        pipe.open_stream(reference, chunk_frames=2, first_chunk_frames=4)
+
+
 def test_frame_stream_makes_a_frame_as_soon_as_its_audio_is_in(pipe, reference, speech):
     stream = pipe.open_stream(reference, chunk_frames=1)
     assert len(stream.push(speech[:2799])) == 0            # frame 0 reads samples up to 2800
@@ -182,6 +202,26 @@ def test_fragmented_mp4_with_live_audio_is_playable_as_it_grows(tmp_path):
     assert probe == ["h264", "aac"]
 
 
+def test_fragmented_mp4_starts_before_the_frames_and_leads_with_short_fragments(tmp_path):
+    from service.bench_stream import FragmentReader
+
+    mp4 = stream_lib.FragmentedMp4(25, on_data=lambda data: None, frame_size=(64, 96))
+    with mp4:
+        assert mp4._proc is not None and mp4._proc.poll() is None      # ffmpeg runs before any frame
+        with pytest.raises(ValueError, match="differs"):
+            mp4.write(np.zeros((1, 32, 32, 3), np.uint8))
+        mp4.write(np.zeros((1, 64, 96, 3), np.uint8))
+    reader = FragmentReader()
+    mp4 = stream_lib.FragmentedMp4(25, on_data=lambda data: reader.feed(data, 0.0), frame_size=(64, 96))
+    with mp4:
+        mp4.write(np.random.default_rng(0).integers(0, 255, (50, 64, 96, 3), dtype=np.uint8))
+    # Fragments of 1 and 3 frames lead (keyframes at 0.04 and 0.16 s), then about 0.5 s each.
+    sizes = [n for _, n in reader.fragments]
+    assert sizes[:2] == [1, 3] and sum(sizes) == 50 and all(12 <= n <= 13 for n in sizes[2:-1])
+    with pytest.raises(ValueError, match="increasing"):
+        stream_lib.FragmentedMp4(25, lead_keyframes=(0.16, 0.04))
+
+
 # -- the service ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -212,7 +252,7 @@ def wait_job(url, job_id, timeout=60):
 def test_streamed_response_decodes_while_it_is_made(server, speech, tmp_path):
     url, settings, pipe = server
     received = b""
-    with Gate(pipe, hold_at=5) as gate:       # 49 frames at 8 a chunk: 7 chunks; the 5th waits
+    with Gate(pipe, hold_at=5) as gate:       # 49 frames in chunks of 2, then 8: 7 chunks; the 5th waits
         with post_stream(url, audio=wav(speech)) as response:
             assert response.status_code == 200, response.read()
             assert response.headers["content-type"] == "video/mp4"
@@ -225,7 +265,7 @@ def test_streamed_response_decodes_while_it_is_made(server, speech, tmp_path):
             # Frames are decodable while the model is still held before its 5th chunk.
             assert gate.calls <= gate.hold_at and not gate.released.is_set()
             assert httpx.get(f"{url}/v1/jobs/{job_id}").json()["status"] == "running"
-            assert 4 <= decoded < 49            # at least the first fragment (0.16 s)
+            assert 1 <= decoded < 49            # at least the first fragment (one frame)
             gate.released.set()
             for piece in pieces:
                 received += piece
@@ -254,7 +294,8 @@ def test_streamed_and_rendered_videos_hold_the_same_frames(server, speech, tmp_p
             return write(self, frames)
         return wrapper
 
-    monkeypatch.setattr(stream_lib, "STREAM_CHUNK_FRAMES", pipe.chunk_frames)
+    monkeypatch.setattr(stream_lib, "stream_chunk_frames", lambda pipe: pipe.chunk_frames)
+    monkeypatch.setattr(stream_lib, "FIRST_CHUNK_FRAMES", pipe.chunk_frames)
     monkeypatch.setattr(stream_lib.FragmentedMp4, "write", recording("streamed", stream_lib.FragmentedMp4.write))
     monkeypatch.setattr(Mp4Writer, "write", recording("rendered", Mp4Writer.write))
     with post_stream(url, audio=wav(speech)) as response:

@@ -187,18 +187,21 @@ class ATVGnetPipeline(TalkingFacePipeline):
         return frames.float(), state
 
     # -- public -----------------------------------------------------------------------
-    def open_stream(self, image_or_reference, *, face_index=0, paste_back=False, chunk_frames=None) -> "ATVGnetStream":
+    def open_stream(self, image_or_reference, *, face_index=0, paste_back=False, chunk_frames=None,
+                    first_chunk_frames=None) -> "ATVGnetStream":
         """A ``FrameStream`` of this face speaking the 16-kHz samples pushed into it.
 
         Frame ``k`` is made once the samples up to 0.175 s past its time are in
         (``features.LOOKAHEAD``), ``chunk_frames`` frames at a time (the pipeline's
-        ``chunk_frames`` by default): the chunks, and so the frames, are exactly those of
-        ``frame_chunks`` over the whole clip with the same ``chunk_frames``.
+        ``chunk_frames`` by default) after a first chunk of ``first_chunk_frames``: the
+        chunks, and so the frames, are exactly those of ``frame_chunks`` over the whole
+        clip with the same chunk sizes.
         """
         reference = image_or_reference
         if isinstance(reference, np.ndarray):
             reference = self.prepare_reference(reference, face_index)
-        return ATVGnetStream(self, reference, paste_back=paste_back, chunk_frames=chunk_frames or self.chunk_frames)
+        return ATVGnetStream(self, reference, paste_back=paste_back, chunk_frames=chunk_frames or self.chunk_frames,
+                             first_chunk_frames=first_chunk_frames)
 
     def frame_chunks(self, inputs: TalkingFaceInput, paste_back=False, progress=None, reference=None):
         """Yield uint8 RGB frame chunks (n, H, W, 3) in order; memory bounded per chunk.
@@ -230,13 +233,12 @@ class ATVGnetStream(FrameStream):
     through AT-net ``chunk_frames`` at a time with its LSTM state carried, then VG-net.
     """
 
-    def __init__(self, pipeline: ATVGnetPipeline, reference: Reference, paste_back=False, chunk_frames=32):
-        if int(chunk_frames) < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    def __init__(self, pipeline: ATVGnetPipeline, reference: Reference, paste_back=False, chunk_frames=32,
+                 first_chunk_frames=None):
+        self.set_chunks(chunk_frames, first_chunk_frames)
         self.pipeline = pipeline
         self.reference = reference
         self.paste_back = bool(paste_back)
-        self.chunk_frames = int(chunk_frames)
         self.fps = pipeline.fps
         self.frames_out = 0
         self.closed = False
@@ -261,12 +263,12 @@ class ATVGnetStream(FrameStream):
         return self._made()
 
     def _made(self):
-        """Chunks of frames ``[c k, c (k + 1))`` while the windows are ready; the last chunk once closed."""
+        """Whole chunks (``chunk_end``) while their windows are ready; the last chunk once closed."""
         while True:
-            ready = self._mfcc.ready()
-            stop = min(self._mfcc.frames_taken + self.chunk_frames, ready)
-            if stop == self._mfcc.frames_taken or (stop - self._mfcc.frames_taken < self.chunk_frames
-                                                   and not self._mfcc.ended):
+            taken = self._mfcc.frames_taken
+            end = self.chunk_end(taken)
+            stop = min(end, self._mfcc.ready())
+            if stop == taken or (stop < end and not self._mfcc.ended):
                 return
             frames, self._state = self.pipeline._generate(self.reference, self._mfcc.windows(stop), self._state)
             frames = ((frames + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8)

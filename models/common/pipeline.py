@@ -228,6 +228,10 @@ class FrameStream:
     ``push_chunks`` and ``close_chunks`` return the same frames as an iterator of the
     chunks the model makes them in, for callers that hand frames on chunk by chunk.
 
+    The chunks are fixed by frame numbers, not by how the voice arrives: the first holds
+    ``first_chunk_frames`` frames (fewer than ``chunk_frames`` to show the first frames
+    sooner), every later one ``chunk_frames`` (``chunk_end``), the last what is left.
+
     Attributes:
         fps: frames per second.
         frames_out: frames returned so far.
@@ -248,6 +252,21 @@ class FrameStream:
     samples_in: int = 0
     frame_shape: tuple = (0, 0, 3)
     closed: bool = False
+    chunk_frames: int = 1
+    first_chunk_frames: int = 1
+
+    def chunk_end(self, start: int) -> int:
+        """One past the last frame of the chunk that begins at frame ``start`` (a chunk boundary)."""
+        return self.first_chunk_frames if start < self.first_chunk_frames else start + self.chunk_frames
+
+    def set_chunks(self, chunk_frames: int, first_chunk_frames: int | None = None) -> None:
+        """Check and keep the chunk sizes (``first_chunk_frames`` None: the same as the others)."""
+        chunk_frames = int(chunk_frames)
+        first = chunk_frames if first_chunk_frames is None else int(first_chunk_frames)
+        if chunk_frames < 1 or not 1 <= first <= chunk_frames:
+            raise ValueError(f"chunk sizes must be >= 1 and the first at most the others, got "
+                             f"chunk_frames={chunk_frames}, first_chunk_frames={first_chunk_frames}")
+        self.chunk_frames, self.first_chunk_frames = chunk_frames, first
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Append ``samples``; the frames that can be made now, uint8 (n, H, W, 3)."""
@@ -339,7 +358,8 @@ class TalkingFacePipeline(Pipeline):
         return reference
 
     # -- streaming ------------------------------------------------------------------------
-    def open_stream(self, image_or_reference, *, face_index=0, paste_back=False, chunk_frames=None) -> FrameStream:
+    def open_stream(self, image_or_reference, *, face_index=0, paste_back=False, chunk_frames=None,
+                    first_chunk_frames=None) -> FrameStream:
         """A ``FrameStream`` that makes this face speak the samples pushed into it.
 
         Args:
@@ -349,6 +369,8 @@ class TalkingFacePipeline(Pipeline):
             paste_back: frames of the whole photo with the face put back.
             chunk_frames: frames the model makes per step (default: the pipeline's):
                 fewer give the first frames sooner, more use the device better.
+            first_chunk_frames: frames of the first step (default: ``chunk_frames``); a
+                small first step shows the first frames sooner without slowing the rest.
         """
         raise InvalidInput(f"model {self.name} cannot stream its frames")
 
