@@ -143,7 +143,7 @@ class DAVSPipeline(TalkingFacePipeline):
     sample_rate = davs_audio.SAMPLE_RATE
     accepts_video = True                      # lips can be read from a driving video
     can_stream = True                         # audio mode without fine-tuning: see ``streams``
-    stream_condition = "with finetune_steps=0 (no test-time fine-tuning)"   # said when ``streams`` refuses
+    stream_condition = "with finetune_steps=0, without test-time fine-tuning"   # said when ``streams`` refuses
     options = (FINETUNE_OPTION,)
     precisions = ("fp32", "int8")           # models.common.quantize: int8 on the CPU
 
@@ -323,19 +323,24 @@ class DAVSPipeline(TalkingFacePipeline):
         steps = options.get("finetune_steps")
         return cls.can_stream and steps is not None and FINETUNE_OPTION.parse(steps) == 0
 
-    def open_stream(self, image_or_reference, *, face_index=0, paste_back=False, chunk_frames=None) -> "DAVSStream":
+    def open_stream(self, image_or_reference, *, face_index=0, paste_back=False, chunk_frames=None,
+                    first_chunk_frames=None) -> "DAVSStream":
         """A ``FrameStream`` of this face speaking the 16-kHz samples pushed into it, without fine-tuning.
 
         Frame ``l`` reads the voice up to sample ``640 l + 2160`` (``audio.LOOKAHEAD``: its
         block ends 0.135 s past its start); frames are made ``chunk_frames`` at a time (the
-        pipeline's by default), the chunks and so the frames those of ``frame_chunks(...,
-        finetune_steps=0)`` with the same ``chunk_frames``. The voice is taken in [-1, 1]
+        pipeline's by default) after a first chunk of ``first_chunk_frames`` (default: the
+        same). The chunks are fixed by frame numbers, so any cut of the voice gives the same
+        frames; with ``frame_chunks``' chunk size and no smaller first chunk they are exactly
+        those of ``frame_chunks(..., finetune_steps=0)`` (other batch sizes may round a
+        level differently here and there). The voice is taken in [-1, 1]
         (``audio.MfccBlockStream``).
         """
         reference = image_or_reference
         if isinstance(reference, np.ndarray):
             reference = self.prepare_reference(reference, face_index)
-        return DAVSStream(self, reference, paste_back=paste_back, chunk_frames=chunk_frames or self.chunk_frames)
+        return DAVSStream(self, reference, paste_back=paste_back, chunk_frames=chunk_frames or self.chunk_frames,
+                          first_chunk_frames=first_chunk_frames)
 
     def frame_chunks(self, inputs: TalkingFaceInput, paste_back=False, progress=None, reference=None,
                      finetune_steps=None):
@@ -409,21 +414,20 @@ class DAVSStream(FrameStream):
     """DAVS's frames as the voice arrives (``DAVSPipeline.open_stream``).
 
     Each frame depends on its own 20 x 12 MFCC block only: the blocks come from
-    ``audio.MfccBlockStream`` (the whole clip's), and frames ``[c k, c (k + 1))`` go through
-    the MFCC encoder and the decoder together once all their blocks are ready (the last
-    chunk at ``close``), so the frames do not depend on how the voice was cut. E_p(A) is
-    computed once, here; without ``identity`` the networks are not fine-tuned.
+    ``audio.MfccBlockStream`` (the whole clip's), and the frames of a chunk (``chunk_end``:
+    fixed by frame numbers) go through the MFCC encoder and the decoder together once all
+    their blocks are ready (the last chunk at ``close``), so the frames do not depend on how
+    the voice was cut. E_p(A) is computed once, here; without ``identity`` the networks are
+    not fine-tuned.
     """
 
     def __init__(self, pipeline: DAVSPipeline, reference: Reference, paste_back=False, chunk_frames=8,
-                 identity: Identity | None = None, full_scale=True):
-        if int(chunk_frames) < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+                 identity: Identity | None = None, full_scale=True, first_chunk_frames=None):
+        self.set_chunks(chunk_frames, first_chunk_frames)
         self.pipeline = pipeline
         self.reference = reference
         self.identity = pipeline.prepare_identity(reference) if identity is None else identity
         self.paste_back = bool(paste_back)
-        self.chunk_frames = int(chunk_frames)
         self.fps = pipeline.fps
         self.frames_out = 0
         self.closed = False
@@ -447,12 +451,13 @@ class DAVSStream(FrameStream):
         return self._made()
 
     def _made(self):
-        """Chunks of frames ``[c k, c (k + 1))`` while their blocks are ready; the last chunk once closed."""
+        """Whole chunks (``chunk_end``) while their blocks are ready; the last chunk once closed."""
         blocks = self._blocks
         while True:
-            stop = min(blocks.frames_taken + self.chunk_frames, blocks.ready())
-            short = stop - blocks.frames_taken < self.chunk_frames
-            if stop == blocks.frames_taken or (short and not blocks.ended):
+            taken = blocks.frames_taken
+            end = self.chunk_end(taken)
+            stop = min(end, blocks.ready())
+            if stop == taken or (stop < end and not blocks.ended):
                 return
             words = self.pipeline.audio_words(blocks.blocks(stop)) * AUDIO_WORD_SCALE
             frames = self.pipeline.decode(self.identity, words)
