@@ -442,9 +442,11 @@ def test_stream_on_a_model_that_cannot_is_400(server, speech):
     assert models["atvgnet"]["stream"] is True
     assert models["davs"]["stream"] is False
     assert all(m["stream"] is False for m in models.values() if m["task"] != "talking-face")
-    with post_stream(url, audio=wav(speech[:8000]), model="davs") as response:
+    # DAVS streams only without its test-time fine-tuning (finetune_steps=0).
+    with post_stream(url, audio=wav(speech[:8000]), model="davs", finetune_steps="5") as response:
         assert response.status_code == 400
         assert response.read() and response.json()["error"]["code"] == "stream_unsupported"
+        assert "finetune_steps=0" in response.json()["error"]["message"]
 
 
 def test_streams_beyond_the_limit_are_503_and_record_no_job(server, speech, monkeypatch):
