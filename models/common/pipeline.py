@@ -180,6 +180,7 @@ class Pipeline:
     task: str = ""
     accepts_video = False             # True: a talking face whose lips can follow a driving video
     can_stream = False                # True: ``open_stream`` makes frames as the voice arrives
+    stream_condition = ""             # when ``streams`` depends on options: the ones it streams with, in words
     common_options: tuple[Option, ...] = (SEED_OPTION,)
     options: tuple[Option, ...] = ()  # per-call options beyond common_options
     info: dict

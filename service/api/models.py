@@ -27,8 +27,11 @@ def list_models(settings=Depends(get_settings), store=Depends(get_store)):
                      "inputs": {role: list(kinds) for role, kinds in task.inputs.items()} if task else {},
                      "result": task.media_type if task else None,
                      "accepts_video": pipeline.accepts_video,
-                     # ``stream=true`` answers with the video as it is made (its default options).
+                     # ``stream=true`` answers with the video as it is made (its default options),
+                     # or with the options ``stream_condition`` says.
                      "stream": bool(pipeline.streams({})),
+                     **({"stream_condition": pipeline.stream_condition}
+                        if pipeline.can_stream and pipeline.stream_condition else {}),
                      **({"conditions": list(pipeline.conditions()), "levels": bool(pipeline.levels),
                          "condition_required": bool(pipeline.condition_required)}
                         if spec.task == "image-generation" else {}),
