@@ -117,8 +117,11 @@ def _prepare(pipe, options):
 
 def _made_by(pipe, label: Label) -> dict:
     """The ``info`` every result has: the weights, their sha256 and the device."""
-    return {"weights": pipe.info.get("weights"), "weights_sha256": label.weights_sha256,
-            "device": pipe.info.get("device")}
+    made_by = {"weights": pipe.info.get("weights"), "weights_sha256": label.weights_sha256,
+               "device": pipe.info.get("device")}
+    if "precision" in pipe.info:        # the models with an int8 path say which ran
+        made_by["precision"] = pipe.info["precision"]
+    return made_by
 
 
 def render(pipe, inputs: TalkingFaceInput, output, options=None, progress=None, reference=None,

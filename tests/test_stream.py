@@ -273,6 +273,7 @@ def test_streamed_response_decodes_while_it_is_made(server, speech, tmp_path):
     assert frames.shape == (49, 128, 128, 3)
     job = wait_job(url, job_id)
     assert job["status"] == "succeeded", job
+    assert job["info"]["precision"] == "fp32" and job["info"]["streamed"] is True   # what made the frames
     # The stored result is the whole MP4, the same frames, labelled.
     stored = httpx.get(f"{url}/v1/jobs/{job_id}/result")
     assert stored.status_code == 200 and stored.headers["content-type"] == "video/mp4"
