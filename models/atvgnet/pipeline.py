@@ -38,9 +38,8 @@ from models.atvgnet import features, preprocess
 from models.atvgnet.networks import ATNet, VGNet
 from models.atvgnet.quantize import quantize_vgnet
 from models.common.device import pick_device
-from models.common.pipeline import FrameStream, TalkingFacePipeline, load_project_networks, read_project
+from models.common.pipeline import FeatureFrameStream, TalkingFacePipeline, load_project_networks, read_project
 from models.common.quantize import calibration_example, resolve_precision
-from models.errors import InvalidInput
 from models.perception import face as face_lib
 from models.perception.paste import PasteBack
 from models.types import TalkingFaceInput
@@ -226,54 +225,21 @@ class ATVGnetPipeline(TalkingFacePipeline):
                     progress(stream.frames_out, total)
 
 
-class ATVGnetStream(FrameStream):
+class ATVGnetStream(FeatureFrameStream):
     """ATVGnet's frames as the voice arrives (``ATVGnetPipeline.open_stream``).
 
     The MFCC windows come from ``features.MfccStream`` (the whole clip's values) and go
-    through AT-net ``chunk_frames`` at a time with its LSTM state carried, then VG-net.
+    through AT-net a chunk at a time with its LSTM state carried, then VG-net.
     """
 
     def __init__(self, pipeline: ATVGnetPipeline, reference: Reference, paste_back=False, chunk_frames=32,
                  first_chunk_frames=None):
-        self.set_chunks(chunk_frames, first_chunk_frames)
+        super().__init__(features.MfccStream(), reference, paste_back, pipeline.fps, chunk_frames,
+                         first_chunk_frames)
         self.pipeline = pipeline
-        self.reference = reference
-        self.paste_back = bool(paste_back)
-        self.fps = pipeline.fps
-        self.frames_out = 0
-        self.closed = False
-        self.frame_shape = (*(reference.photo.shape[:2] if self.paste_back else reference.face.shape[:2]), 3)
-        self._mfcc = features.MfccStream()
         self._state = None
 
-    @property
-    def samples_in(self) -> int:
-        return self._mfcc.samples_in
-
-    def push_chunks(self, samples):
-        if self.closed:
-            raise InvalidInput("the stream is closed: no more audio can be pushed")
-        self._mfcc.push(self.check_samples(samples))
-        return self._made()
-
-    def close_chunks(self):
-        if not self.closed:
-            self.closed = True
-            self._mfcc.end()
-        return self._made()
-
-    def _made(self):
-        """Whole chunks (``chunk_end``) while their windows are ready; the last chunk once closed."""
-        while True:
-            taken = self._mfcc.frames_taken
-            end = self.chunk_end(taken)
-            stop = min(end, self._mfcc.ready())
-            if stop == taken or (stop < end and not self._mfcc.ended):
-                return
-            frames, self._state = self.pipeline._generate(self.reference, self._mfcc.windows(stop), self._state)
-            frames = ((frames + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8)
-            frames = frames.permute(0, 2, 3, 1).cpu().numpy()
-            if self.paste_back:
-                frames = self.reference.paste_back(frames)
-            self.frames_out += len(frames)
-            yield frames
+    def _make(self, stop):
+        frames, self._state = self.pipeline._generate(self.reference, self.features.windows(stop), self._state)
+        frames = ((frames + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8)
+        return frames.permute(0, 2, 3, 1).cpu().numpy()

@@ -303,6 +303,61 @@ class FrameStream:
         return samples
 
 
+class FeatureFrameStream(FrameStream):
+    """A ``FrameStream`` driven by per-frame audio features computed as the samples arrive.
+
+    ``features`` computes, exactly as over the whole clip, the model's input of each frame
+    (``push(samples)``, ``end()``, ``ready()``: frames whose input is complete,
+    ``frames_taken``, ``ended``, ``samples_in``); the subclass's ``_make(stop)`` turns the
+    inputs of frames ``frames_taken .. stop - 1`` into uint8 frames (taking them). Whole
+    chunks (``chunk_end``) are made as soon as their inputs are in, the last one at close.
+    """
+
+    def __init__(self, features, reference, paste_back, fps, chunk_frames, first_chunk_frames=None):
+        self.set_chunks(chunk_frames, first_chunk_frames)
+        self.features = features
+        self.reference = reference
+        self.paste_back = bool(paste_back)
+        self.fps = fps
+        self.frames_out = 0
+        self.closed = False
+        self.frame_shape = (*(reference.photo.shape[:2] if self.paste_back else reference.face.shape[:2]), 3)
+
+    @property
+    def samples_in(self) -> int:
+        return self.features.samples_in
+
+    def push_chunks(self, samples):
+        if self.closed:
+            raise InvalidInput("the stream is closed: no more audio can be pushed")
+        self.features.push(self.check_samples(samples))
+        return self._made()
+
+    def close_chunks(self):
+        if not self.closed:
+            self.closed = True
+            self.features.end()
+        return self._made()
+
+    def _made(self):
+        features = self.features
+        while True:
+            taken = features.frames_taken
+            end = self.chunk_end(taken)
+            stop = min(end, features.ready())
+            if stop == taken or (stop < end and not features.ended):
+                return
+            frames = self._make(stop)
+            if self.paste_back:
+                frames = self.reference.paste_back(frames)
+            self.frames_out += len(frames)
+            yield frames
+
+    def _make(self, stop: int) -> np.ndarray:
+        """uint8 frames (n, H, W, 3) of frames ``features.frames_taken .. stop - 1``."""
+        raise NotImplementedError
+
+
 _CACHE_LOCK = threading.Lock()
 
 

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 
 from models import weights as weights_lib
 from models.common.device import pick_device
-from models.common.pipeline import FrameStream, Option, TalkingFacePipeline, load_project_networks, read_project
+from models.common.pipeline import FeatureFrameStream, Option, TalkingFacePipeline, load_project_networks, read_project
 from models.common.quantize import calibration_example, resolve_precision
 from models.davs import audio as davs_audio
 from models.davs import preprocess
@@ -410,7 +410,7 @@ class DAVSPipeline(TalkingFacePipeline):
         return dict(self.info, mode="video" if inputs.video is not None else "audio")
 
 
-class DAVSStream(FrameStream):
+class DAVSStream(FeatureFrameStream):
     """DAVS's frames as the voice arrives (``DAVSPipeline.open_stream``).
 
     Each frame depends on its own 20 x 12 MFCC block only: the blocks come from
@@ -423,48 +423,14 @@ class DAVSStream(FrameStream):
 
     def __init__(self, pipeline: DAVSPipeline, reference: Reference, paste_back=False, chunk_frames=8,
                  identity: Identity | None = None, full_scale=True, first_chunk_frames=None):
-        self.set_chunks(chunk_frames, first_chunk_frames)
+        super().__init__(davs_audio.MfccBlockStream(full_scale), reference, paste_back, pipeline.fps, chunk_frames,
+                         first_chunk_frames)
         self.pipeline = pipeline
-        self.reference = reference
         self.identity = pipeline.prepare_identity(reference) if identity is None else identity
-        self.paste_back = bool(paste_back)
-        self.fps = pipeline.fps
-        self.frames_out = 0
-        self.closed = False
-        self.frame_shape = (*(reference.photo.shape[:2] if self.paste_back else reference.face.shape[:2]), 3)
-        self._blocks = davs_audio.MfccBlockStream(full_scale)
 
-    @property
-    def samples_in(self) -> int:
-        return self._blocks.samples_in
-
-    def push_chunks(self, samples):
-        if self.closed:
-            raise InvalidInput("the stream is closed: no more audio can be pushed")
-        self._blocks.push(self.check_samples(samples))
-        return self._made()
-
-    def close_chunks(self):
-        if not self.closed:
-            self.closed = True
-            self._blocks.end()
-        return self._made()
-
-    def _made(self):
-        """Whole chunks (``chunk_end``) while their blocks are ready; the last chunk once closed."""
-        blocks = self._blocks
-        while True:
-            taken = blocks.frames_taken
-            end = self.chunk_end(taken)
-            stop = min(end, blocks.ready())
-            if stop == taken or (stop < end and not blocks.ended):
-                return
-            words = self.pipeline.audio_words(blocks.blocks(stop)) * AUDIO_WORD_SCALE
-            frames = self.pipeline.decode(self.identity, words)
-            if self.paste_back:
-                frames = self.reference.paste_back(frames)
-            self.frames_out += len(frames)
-            yield frames
+    def _make(self, stop):
+        words = self.pipeline.audio_words(self.features.blocks(stop)) * AUDIO_WORD_SCALE
+        return self.pipeline.decode(self.identity, words)
 
 
 def _frozen(network, device):
