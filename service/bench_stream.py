@@ -2,6 +2,7 @@
 
     talkingface bench stream --random-weights --weights DIR     # ATVGnet at the published size
     talkingface bench stream --weights weights/demo/atvgnet     # the demo weights
+    talkingface bench stream --model davs --random-weights      # DAVS (no fine-tuning), published size
     talkingface bench stream --url http://host:8000 --key KEY   # a server that is already up
 
 A ``talkingface serve --workers 0`` process is started on a data dir of its own (streamed
@@ -19,8 +20,11 @@ Each measure is taken ``--repeats`` times; the medians are reported, with every 
 3. Live: a ``/v1/live`` session (JPEG frames), the voice sent at its real pace in 40-ms
    chunks; for each frame, the time from the audio chunk that completed it (its header
    says how many samples the server had) leaving the client to the frame arriving: p50,
-   p99, max. ATVGnet's frames also wait for 0.175 s of voice past their own time (the
-   look-ahead of its MFCC windows), which comes on top.
+   p99, max. A frame also waits for the voice past its own time that its features read
+   (``LOOKAHEAD``: ATVGnet 0.175 s, DAVS 0.135 s), which comes on top.
+
+DAVS streams only without its test-time fine-tuning: its requests and sessions carry
+``finetune_steps=0``.
 """
 
 from __future__ import annotations
@@ -185,12 +189,30 @@ class Server:
         self.log.close()
 
 
-def _random_weights(arrays, folder: Path) -> Path:
-    """A weights folder: full-size AT-net and VG-net with random weights, beside the authors' arrays."""
+MODELS = ("atvgnet", "davs")       # the models that stream
+LOOKAHEAD_SECONDS = {"atvgnet": 2800 / RATE, "davs": 2160 / RATE}    # features.LOOKAHEAD, audio.LOOKAHEAD
+
+
+def model_fields(model: str) -> dict:
+    """The request fields that make ``model`` stream: DAVS without its fine-tuning."""
+    return {"model": model, **({"finetune_steps": 0} if model == "davs" else {})}
+
+
+def _random_weights(arrays, folder: Path, model="atvgnet") -> Path:
+    """A weights folder of ``model`` at the published size with random weights: for ATVGnet AT-net
+    and VG-net beside the authors' arrays (``arrays``), for DAVS a project folder of its four networks."""
     import torch
 
     from models.atvgnet.networks import ATNet, VGNet
     from models.weights import weights_dir
+
+    if model == "davs":
+        from models.common.pipeline import save_project
+        from models.davs.pipeline import NETWORKS
+
+        torch.manual_seed(0)
+        networks = {name: network_class() for name, (network_class, _) in NETWORKS.items()}
+        return save_project(folder, "davs", networks, name="random (published size)")
 
     source = weights_dir(arrays)
     found = list(source.glob("*.npy"))
@@ -230,12 +252,13 @@ def _new_photo(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def streamed_request(client: httpx.Client, photo: bytes, voice: bytes) -> dict:
+def streamed_request(client: httpx.Client, photo: bytes, voice: bytes, model="atvgnet") -> dict:
     """One ``stream=true`` request: time to the first decodable frame, frames and their pace."""
     reader = FragmentReader()
     start = time.perf_counter()
     files = {"image": ("face.jpg", photo, "image/jpeg"), "audio": ("voice.wav", voice, "audio/wav")}
-    with client.stream("POST", "/v1/talking-face", files=files, data={"stream": "true"}) as response:
+    data = {"stream": "true", **{k: str(v) for k, v in model_fields(model).items()}}
+    with client.stream("POST", "/v1/talking-face", files=files, data=data) as response:
         if response.status_code != 200:
             response.read()
             raise RuntimeError(f"POST /v1/talking-face stream=true: {response.status_code} {response.text[:300]}")
@@ -254,11 +277,12 @@ def streamed_request(client: httpx.Client, photo: bytes, voice: bytes) -> dict:
             "fps": reader.frames / (last - start), "stall_s": stall, "job": job}
 
 
-def live_session(ws_url: str, headers: dict, file_id: str, audio: np.ndarray, chunk_frames=None) -> dict:
+def live_session(ws_url: str, headers: dict, file_id: str, audio: np.ndarray, chunk_frames=None,
+                 model="atvgnet") -> dict:
     """One live session at real pace: latencies from an audio chunk sent to the frames it completed."""
     from websockets.sync.client import connect
 
-    start = {"file_id": file_id, "output": "jpeg", "format": "f32le", "sample_rate": RATE}
+    start = {"file_id": file_id, "output": "jpeg", "format": "f32le", "sample_rate": RATE, **model_fields(model)}
     if chunk_frames:
         start["chunk_frames"] = chunk_frames
     sent = {}                                   # samples sent in all -> when
@@ -317,6 +341,7 @@ def run(args) -> dict | str:
     """The ``talkingface bench stream`` subcommand: a table, or with ``--json`` the numbers."""
     repeats = max(1, args.repeats)
     seconds = args.seconds or 10.0
+    model = getattr(args, "stream_model", None) or "atvgnet"
     with contextlib.ExitStack() as stack:
         server = None
         if args.url:
@@ -326,7 +351,7 @@ def run(args) -> dict | str:
             weights = args.weights
             if args.random_weights:
                 (folder / "weights").mkdir()
-                weights = _random_weights(args.weights, folder / "weights")
+                weights = _random_weights(args.weights, folder / "weights", model)
             server = Server(folder / "data", weights, args.device, getattr(args, "precision", None))
             stack.callback(server.stop)
             url = server.url
@@ -337,17 +362,18 @@ def run(args) -> dict | str:
         cached_photo = (Path(EXAMPLE_IMAGE)).read_bytes()
 
         # Warm-up: the model loads, the face of the example photo is cached.
-        streamed_request(client, cached_photo, _wav(voice[:RATE]))
-        cached = [streamed_request(client, cached_photo, wav) for _ in range(repeats)]
-        new = [streamed_request(client, _new_photo(seed), wav) for seed in range(repeats)]
+        streamed_request(client, cached_photo, _wav(voice[:RATE]), model)
+        cached = [streamed_request(client, cached_photo, wav, model) for _ in range(repeats)]
+        new = [streamed_request(client, _new_photo(seed), wav, model) for seed in range(repeats)]
 
         file_id = client.post("/v1/files", files={"file": ("face.jpg", cached_photo)}).json()["id"]
         ws_url = url.replace("http", "ws", 1) + "/v1/live"
-        live_session(ws_url, headers, file_id, voice[:RATE], args.chunk_frames)
-        live = [live_session(ws_url, headers, file_id, voice, args.chunk_frames) for _ in range(repeats)]
+        live_session(ws_url, headers, file_id, voice[:RATE], args.chunk_frames, model)
+        live = [live_session(ws_url, headers, file_id, voice, args.chunk_frames, model) for _ in range(repeats)]
         made_by = job_info(client, cached[0]["job"])
 
     result = {
+        "model": model,
         "server": args.url or "talkingface serve --workers 0 (started for this run)",
         "weights": "random (published size)" if args.random_weights else (args.weights or "the server's"),
         "made_by": made_by, "clip_seconds": seconds, "repeats": repeats,
@@ -382,8 +408,8 @@ def table(result: dict) -> str:
     rows = [("stream=true, cached face", result["stream_cached_face"]), ("stream=true, new photo",
                                                                         result["stream_new_photo"])]
     made_by = ", ".join(f"{k} {v}" for k, v in result["made_by"].items())
-    lines = [f"weights: {result['weights']} ({made_by}); {result['clip_seconds']:g}-s clip, medians of "
-             f"{result['repeats']} runs", "",
+    lines = [f"{result['model']}, weights: {result['weights']} ({made_by}); {result['clip_seconds']:g}-s clip, "
+             f"medians of {result['repeats']} runs", "",
              f"{'':28}{'first frame':>12}{'frames/s':>10}{'x real time':>12}{'stall':>8}"]
     for name, r in rows:
         lines.append(f"{name:28}{r['first_frame_s']:>11.3f}s{r['fps']:>10.1f}{r['realtime_factor']:>12.2f}"
@@ -392,5 +418,6 @@ def table(result: dict) -> str:
     lines += ["", f"{'':28}{'p50':>10}{'p99':>10}{'max':>10}{'first frame':>13}{'ready':>9}",
               f"{'live: chunk sent -> frames':28}{live['latency_p50_s']:>9.3f}s{live['latency_p99_s']:>9.3f}s"
               f"{live['latency_max_s']:>9.3f}s{live['first_frame_s']:>12.3f}s{live['ready_s']:>8.3f}s",
-              "", "live latency is beyond the model's look-ahead (ATVGnet: 0.175 s of voice past each frame)"]
+              "", f"live latency is beyond the model's look-ahead ({result['model']}: "
+                  f"{LOOKAHEAD_SECONDS[result['model']]:.3f} s of voice past each frame's start)"]
     return "\n".join(lines)

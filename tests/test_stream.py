@@ -481,3 +481,24 @@ def test_generate_stream_to_stdout_plays_in_ffmpeg(tmp_path, speech):
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert len(decode(done.stdout, tmp_path)) == 24
     assert b"streamed to stdout (24 frames" in done.stderr
+
+
+@pytest.mark.parametrize("model", ["atvgnet", "davs"])
+def test_bench_stream_measures_a_running_server(server, model):
+    import argparse
+
+    from service import bench_stream
+
+    url, _, _ = server
+    args = argparse.Namespace(url=url, key=None, repeats=1, seconds=1.0, stream_model=model, chunk_frames=None,
+                              json=True, random_weights=False, weights=None, device="cpu", precision=None)
+    result = bench_stream.run(args)
+    assert result["model"] == model and result["made_by"]["precision"] == "fp32"
+    frames = {"atvgnet": 24, "davs": 25}[model]       # the models' frame counts of a 1-s clip
+    for measure in ("stream_cached_face", "stream_new_photo"):
+        run = result[measure]["runs"][0]
+        assert run["frames"] == frames and 0 < run["first_frame_s"] <= run["seconds"], run
+    live = result["live"]
+    assert live["runs"][0]["frames"] == frames and 0 < live["latency_p50_s"] <= live["latency_max_s"]
+    assert model in bench_stream.table(result)
+
