@@ -130,6 +130,28 @@ def test_the_live_page_makes_a_face_speak_from_the_microphone(tmp_path, chromium
             time.sleep(0.2)
         assert browser.evaluate(f"{video}.currentTime") > 0.5
         browser.evaluate("document.getElementById('stop').click(); true")
+        deadline = time.monotonic() + 60
+        while browser.evaluate(stats)["state"] != "ended":
+            assert time.monotonic() < deadline, browser.evaluate(stats)
+            time.sleep(0.2)
+
+        # The models that stream are offered, DAVS with the option it streams with; a DAVS session.
+        options = browser.evaluate("[...document.getElementById('model').options].map(o => [o.value, o.text])")
+        assert ["atvgnet", "atvgnet"] in options and ["davs", "davs (finetune_steps=0)"] in options, options
+        browser.evaluate("document.querySelector('input[value=jpeg]').checked = true; "
+                         "document.getElementById('model').value = 'davs'; "
+                         "document.getElementById('start-mic').click(); true")
+        deadline = time.monotonic() + 90
+        while (browser.evaluate("window.liveSession ? window.liveSession.frames : 0") or 0) < 25:
+            assert time.monotonic() < deadline and not (state := browser.evaluate(stats))["error"], state
+            time.sleep(0.2)
+        browser.evaluate("document.getElementById('stop').click(); true")
+        deadline = time.monotonic() + 60
+        while (job := server.client.get("/v1/jobs", headers={"Authorization": f"Bearer {KEY}"}).json()["data"][0])[
+                "status"] == "running":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+        assert job["model"] == "davs" and job["status"] == "succeeded" and job["frames"] >= 25, job
     finally:
         if browser is not None:
             browser.close()

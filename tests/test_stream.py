@@ -441,8 +441,8 @@ def test_stream_on_a_model_that_cannot_is_400(server, speech):
     url, settings, _ = server
     models = {m["id"]: m for m in httpx.get(f"{url}/v1/models").json()["data"]}
     assert models["atvgnet"]["stream"] is True
-    assert models["davs"]["stream"] is False and "finetune_steps=0" in models["davs"]["stream_condition"]
-    assert "stream_condition" not in models["atvgnet"]
+    assert models["davs"]["stream"] is False and models["davs"]["stream_options"] == {"finetune_steps": 0}
+    assert "stream_options" not in models["atvgnet"]
     assert all(m["stream"] is False for m in models.values() if m["task"] != "talking-face")
     # DAVS streams only without its test-time fine-tuning (finetune_steps=0).
     with post_stream(url, audio=wav(speech[:8000]), model="davs", finetune_steps="5") as response:

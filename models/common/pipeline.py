@@ -180,7 +180,7 @@ class Pipeline:
     task: str = ""
     accepts_video = False             # True: a talking face whose lips can follow a driving video
     can_stream = False                # True: ``open_stream`` makes frames as the voice arrives
-    stream_condition = ""             # when ``streams`` depends on options: the ones it streams with, in words
+    stream_options: dict = {}         # options it streams with when its defaults do not (see ``stream_condition``)
     common_options: tuple[Option, ...] = (SEED_OPTION,)
     options: tuple[Option, ...] = ()  # per-call options beyond common_options
     info: dict
@@ -195,6 +195,13 @@ class Pipeline:
         """Whether a request with these (checked) ``options`` can be streamed (``can_stream``
         unless an option rules it out)."""
         return cls.can_stream
+
+    @classmethod
+    def stream_condition(cls) -> str:
+        """``stream_options`` in words for a refusal ("with finetune_steps=0"), or "" when there are none."""
+        if not cls.can_stream or not cls.stream_options:
+            return ""
+        return "with " + ", ".join(f"{name}={value}" for name, value in cls.stream_options.items())
 
     @classmethod
     def call_options(cls, options: dict) -> dict:

@@ -143,7 +143,7 @@ class DAVSPipeline(TalkingFacePipeline):
     sample_rate = davs_audio.SAMPLE_RATE
     accepts_video = True                      # lips can be read from a driving video
     can_stream = True                         # audio mode without fine-tuning: see ``streams``
-    stream_condition = "with finetune_steps=0, without test-time fine-tuning"   # said when ``streams`` refuses
+    stream_options = {"finetune_steps": 0}    # without test-time fine-tuning: see ``streams``
     options = (FINETUNE_OPTION,)
     precisions = ("fp32", "int8")           # models.common.quantize: int8 on the CPU
 

@@ -153,7 +153,7 @@ def _parse_start(text, settings):
     pipeline_class = registry.pipeline_class(model)
     streams = getattr(pipeline_class, "streams", None)
     if streams is None or not streams(options):
-        condition = getattr(pipeline_class, "stream_condition", "")     # the options it streams with
+        condition = pipeline_class.stream_condition()     # the options it streams with
         streams_with = f"; it does {condition}" if condition else ""
         raise SessionEnd(CLOSE_POLICY, "cannot_stream", f"model {model} cannot make frames as audio arrives "
                          f"(with these options{streams_with}); use POST /v1/talking-face for a whole clip")

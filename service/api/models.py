@@ -28,10 +28,10 @@ def list_models(settings=Depends(get_settings), store=Depends(get_store)):
                      "result": task.media_type if task else None,
                      "accepts_video": pipeline.accepts_video,
                      # ``stream=true`` answers with the video as it is made (its default options),
-                     # or with the options ``stream_condition`` says.
+                     # or with the options ``stream_options`` lists.
                      "stream": bool(pipeline.streams({})),
-                     **({"stream_condition": pipeline.stream_condition}
-                        if pipeline.can_stream and pipeline.stream_condition else {}),
+                     **({"stream_options": dict(pipeline.stream_options)}
+                        if pipeline.can_stream and pipeline.stream_options else {}),
                      **({"conditions": list(pipeline.conditions()), "levels": bool(pipeline.levels),
                          "condition_required": bool(pipeline.condition_required)}
                         if spec.task == "image-generation" else {}),

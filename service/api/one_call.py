@@ -108,7 +108,7 @@ def check_streamable(model: str, options: dict, as_video=False):
         raise APIError(400, "stream_unsupported", f"model {model} cannot stream its video; "
                                                   "send the request without stream=true")
     if not pipeline.streams(options):
-        condition = pipeline.stream_condition
+        condition = pipeline.stream_condition()
         streams_with = f" (it streams {condition})" if condition else ""
         raise APIError(400, "stream_unsupported", f"model {model} cannot stream its video with these "
                                                   f"options{streams_with}; send the request without stream=true")

@@ -24,6 +24,7 @@
   const $ = (id) => document.getElementById(id);
 
   let session = null;                 // the running session, or null
+  const streamOptions = {};           // model id -> the options it streams with (DAVS: no fine-tuning)
 
   // ---------------------------------------------------------------- helpers
 
@@ -78,6 +79,24 @@
     return id;
   }
 
+  // The models that stream, from GET /v1/models: those that do as they are, and those that do with
+  // their stream_options (sent with the session's start message).
+  async function listModels() {
+    const headers = apiKey ? { Authorization: "Bearer " + apiKey } : {};
+    const response = await fetch(apiRoot + "v1/models", { headers: headers });
+    if (!response.ok) return;         // the default model still works; the start says what is wrong
+    const select = $("model");
+    for (const model of (await response.json()).data) {
+      if (model.task !== "talking-face" || !(model.stream || model.stream_options)) continue;
+      streamOptions[model.id] = model.stream ? {} : model.stream_options;
+      const option = document.createElement("option");
+      option.value = model.id;
+      const needs = Object.entries(streamOptions[model.id]).map(([k, v]) => k + "=" + v).join(", ");
+      option.textContent = model.id + (needs ? " (" + needs + ")" : "");
+      select.appendChild(option);
+    }
+  }
+
   function socketUrl() {
     const url = new URL(apiRoot + "v1/live", window.location.href);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
@@ -88,9 +107,10 @@
   // ---------------------------------------------------------------- a session
 
   class Session {
-    constructor(source, output) {
+    constructor(source, output, model) {
       this.source = source;           // "mic" or a File
       this.output = output;           // "jpeg" or "fmp4"
+      this.model = model;             // a model id, or "" for the server's default
       this.pending = [];              // captured Float32Arrays not yet sent
       this.pendingLength = 0;
       this.sent = [];                 // [samples sent in all, performance.now()] per message
@@ -126,8 +146,9 @@
         const socket = new WebSocket(socketUrl());
         socket.binaryType = "arraybuffer";
         this.socket = socket;
-        socket.onopen = () => socket.send(JSON.stringify({
-          file_id: fileId, output: this.output, format: "f32le", sample_rate: RATE }));
+        const start = { file_id: fileId, output: this.output, format: "f32le", sample_rate: RATE };
+        if (this.model) Object.assign(start, { model: this.model }, streamOptions[this.model] || {});
+        socket.onopen = () => socket.send(JSON.stringify(start));
         socket.onmessage = (event) => {
           if (typeof event.data === "string") {
             const message = JSON.parse(event.data);
@@ -337,7 +358,7 @@
     try {
       const id = await faceId();
       setStatus("Connecting…");
-      session = new Session(source, chosenOutput());
+      session = new Session(source, chosenOutput(), $("model").value);
       window.liveSession = session;
       await session.start(id);
     } catch (error) {
@@ -357,4 +378,5 @@
   $("stop").addEventListener("click", () => session && session.end());
   $("sync-delay").textContent = String(SYNC_DELAY_S);
   if (apiKey) $("jobs-link").href = "dashboard?key=" + encodeURIComponent(apiKey);
+  listModels().catch(() => {});
 })();
