@@ -232,7 +232,8 @@ def cmd_generate(args):
     options = check_options(pipeline, {option: getattr(args, option, None) for option in pipeline.declared_options()})
     if args.stream and not (task.name == "talking-face" and pipeline.streams(options) and not (
             args.video and pipeline.accepts_video)):
-        condition = f" (it streams {pipeline.stream_condition()})" if pipeline.stream_condition() else ""
+        flags = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in pipeline.stream_options.items())
+        condition = f" (it streams with {flags})" if pipeline.can_stream and flags else ""
         raise TalkingFaceError(f"{name} cannot stream its output with these options{condition}; leave out --stream")
     if task.name == "talking-face":
         return _generate_video(args, name, pipeline, options)

@@ -35,6 +35,14 @@ def test_missing_inputs_are_named_by_their_path_in_one_wording(capsys, tmp_path)
     assert err_audio == f"error: cannot read {audio}: no such file\n"
 
 
+def test_stream_refusals_name_the_flags_a_model_streams_with(capsys, tmp_path):
+    code, _, err = run(capsys, "generate", "--model", "davs", "--image", FACE, "--audio", SPEECH, "--stream",
+                       "-o", tmp_path / "x.mp4")
+    assert code == 2 and err == ("error: davs cannot stream its output with these options (it streams with "
+                                 "--finetune-steps 0); leave out --stream\n")
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_closed_pipe_is_not_an_error():
     process = subprocess.Popen([sys.executable, "-m", "service.cli", "models"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
