@@ -355,6 +355,9 @@
     $("start-file").disabled = true;
     $("stop").disabled = false;
     setStat("state", "connecting");
+    // A new session's numbers start from nothing, not from the last session's.
+    setStat("frames", 0);
+    for (const name of ["latency-p50", "latency-p99", "fps"]) setStat(name, "", "–");
     try {
       const id = await faceId();
       setStatus("Connecting…");
