@@ -1,8 +1,8 @@
 """``talkingface bench stream``: how soon a streamed talking face starts, whether it keeps up, live latency.
 
-    talkingface bench stream --random-weights --weights DIR     # ATVGnet at the published size
-    talkingface bench stream --weights weights/demo/atvgnet     # the demo weights
-    talkingface bench stream --model davs --random-weights      # DAVS (no fine-tuning), published size
+    talkingface bench stream --random-weights --weights DIR     # the default model at the published size
+    talkingface bench stream --weights DIR                      # weights of the default model
+    talkingface bench stream --model NAME --random-weights      # another model that streams
     talkingface bench stream --url http://host:8000 --key KEY   # a server that is already up
 
 A ``talkingface serve --workers 0`` process is started on a data dir of its own (streamed
@@ -21,10 +21,10 @@ Each measure is taken ``--repeats`` times; the medians are reported, with every 
    chunks; for each frame, the time from the audio chunk that completed it (its header
    says how many samples the server had) leaving the client to the frame arriving: p50,
    p99, max. A frame also waits for the voice past its own time that its features read
-   (``LOOKAHEAD``: ATVGnet 0.175 s, DAVS 0.135 s), which comes on top.
+   (the pipeline's ``lookahead_seconds``), which comes on top.
 
-DAVS streams only without its test-time fine-tuning: its requests and sessions carry
-``finetune_steps=0``.
+A model that streams only with some options (its ``stream_options``) gets them in its
+requests and sessions.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import statistics
 import struct
 import subprocess
@@ -48,6 +47,7 @@ import httpx
 import numpy as np
 
 from models.common.bench import EXAMPLE_IMAGE, speech_like
+from models.errors import TalkingFaceError
 
 FPS = 25.0
 RATE = 16000
@@ -189,41 +189,30 @@ class Server:
         self.log.close()
 
 
-MODELS = ("atvgnet", "davs")       # the models that stream
-LOOKAHEAD_SECONDS = {"atvgnet": 2800 / RATE, "davs": 2160 / RATE}    # features.LOOKAHEAD, audio.LOOKAHEAD
+def streaming_models() -> list[str]:
+    """The talking-face models that can stream (``can_stream``), in registry order."""
+    from models import registry
+
+    return [name for name, spec in registry.REGISTRY.items()
+            if spec.task == "talking-face" and registry.pipeline_class(name).can_stream]
 
 
 def model_fields(model: str) -> dict:
-    """The request fields that make ``model`` stream: DAVS without its fine-tuning."""
-    return {"model": model, **({"finetune_steps": 0} if model == "davs" else {})}
+    """The request fields that make ``model`` stream: its name and its ``stream_options``."""
+    from models import registry
+
+    return {"model": model, **registry.pipeline_class(model).stream_options}
 
 
-def _random_weights(arrays, folder: Path, model="atvgnet") -> Path:
-    """A weights folder of ``model`` at the published size with random weights: for ATVGnet AT-net
-    and VG-net beside the authors' arrays (``arrays``), for DAVS a project folder of its four networks."""
-    import torch
+def _random_weights(arrays, folder: Path, model: str) -> Path:
+    """A weights folder of ``model`` at the published size with random networks: its system's
+    ``bench.random_weights_folder`` (``models/<system>/bench.py``), given ``arrays`` (``--weights``)."""
+    import importlib
 
-    from models.atvgnet.networks import ATNet, VGNet
-    from models.weights import weights_dir
+    from models import registry
 
-    if model == "davs":
-        from models.common.pipeline import save_project
-        from models.davs.pipeline import NETWORKS
-
-        torch.manual_seed(0)
-        networks = {name: network_class() for name, (network_class, _) in NETWORKS.items()}
-        return save_project(folder, "davs", networks, name="random (published size)")
-
-    source = weights_dir(arrays)
-    found = list(source.glob("*.npy"))
-    if not any(p.name == "U_lrw1.npy" for p in found):
-        raise RuntimeError(f"--random-weights needs the authors' arrays (U_lrw1.npy, ...) in {source}; "
-                           "give their folder with --weights")
-    for array in found:
-        shutil.copy(array, folder / array.name)
-    torch.save(ATNet().state_dict(), folder / "atnet_lstm_18.pth")
-    torch.save(VGNet().state_dict(), folder / "generator_23.pth")
-    return folder
+    system = registry.pipeline_class(model).__module__.rpartition(".")[0]
+    return importlib.import_module(f"{system}.bench").random_weights_folder(folder, arrays)
 
 
 # ---------------------------------------------------------------------------------------
@@ -252,7 +241,7 @@ def _new_photo(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def streamed_request(client: httpx.Client, photo: bytes, voice: bytes, model="atvgnet") -> dict:
+def streamed_request(client: httpx.Client, photo: bytes, voice: bytes, model: str) -> dict:
     """One ``stream=true`` request: time to the first decodable frame, frames and their pace."""
     reader = FragmentReader()
     start = time.perf_counter()
@@ -277,8 +266,8 @@ def streamed_request(client: httpx.Client, photo: bytes, voice: bytes, model="at
             "fps": reader.frames / (last - start), "stall_s": stall, "job": job}
 
 
-def live_session(ws_url: str, headers: dict, file_id: str, audio: np.ndarray, chunk_frames=None,
-                 model="atvgnet") -> dict:
+def live_session(ws_url: str, headers: dict, file_id: str, audio: np.ndarray, model: str,
+                 chunk_frames=None) -> dict:
     """One live session at real pace: latencies from an audio chunk sent to the frames it completed."""
     from websockets.sync.client import connect
 
@@ -341,7 +330,9 @@ def run(args) -> dict | str:
     """The ``talkingface bench stream`` subcommand: a table, or with ``--json`` the numbers."""
     repeats = max(1, args.repeats)
     seconds = args.seconds or 10.0
-    model = getattr(args, "stream_model", None) or "atvgnet"
+    model = getattr(args, "stream_model", None) or default_model()
+    if model not in streaming_models():
+        raise TalkingFaceError(f"--model {model} does not stream; the models that do: {', '.join(streaming_models())}")
     with contextlib.ExitStack() as stack:
         server = None
         if args.url:
@@ -368,12 +359,12 @@ def run(args) -> dict | str:
 
         file_id = client.post("/v1/files", files={"file": ("face.jpg", cached_photo)}).json()["id"]
         ws_url = url.replace("http", "ws", 1) + "/v1/live"
-        live_session(ws_url, headers, file_id, voice[:RATE], args.chunk_frames, model)
-        live = [live_session(ws_url, headers, file_id, voice, args.chunk_frames, model) for _ in range(repeats)]
+        live_session(ws_url, headers, file_id, voice[:RATE], model, args.chunk_frames)
+        live = [live_session(ws_url, headers, file_id, voice, model, args.chunk_frames) for _ in range(repeats)]
         made_by = job_info(client, cached[0]["job"])
 
     result = {
-        "model": model,
+        "model": model, "lookahead_s": lookahead_seconds(model),
         "server": args.url or "talkingface serve --workers 0 (started for this run)",
         "weights": "random (published size)" if args.random_weights else (args.weights or "the server's"),
         "made_by": made_by, "clip_seconds": seconds, "repeats": repeats,
@@ -389,6 +380,20 @@ def run(args) -> dict | str:
                  "runs": _rounded(live)},
     }
     return result if args.json else table(result)
+
+
+def default_model() -> str:
+    """The talking-face model a request gets without naming one (the service's setting)."""
+    from service.settings import Settings
+
+    return Settings().default_model
+
+
+def lookahead_seconds(model: str) -> float:
+    """Voice past a frame's start that ``model``'s streamed frames wait for."""
+    from models import registry
+
+    return registry.pipeline_class(model).lookahead_seconds
 
 
 def job_info(client, job_id) -> dict:
@@ -419,5 +424,5 @@ def table(result: dict) -> str:
               f"{'live: chunk sent -> frames':28}{live['latency_p50_s']:>9.3f}s{live['latency_p99_s']:>9.3f}s"
               f"{live['latency_max_s']:>9.3f}s{live['first_frame_s']:>12.3f}s{live['ready_s']:>8.3f}s",
               "", f"live latency is beyond the model's look-ahead ({result['model']}: "
-                  f"{LOOKAHEAD_SECONDS[result['model']]:.3f} s of voice past each frame's start)"]
+                  f"{result['lookahead_s']:.3f} s of voice past each frame's start)"]
     return "\n".join(lines)

@@ -70,8 +70,8 @@ QUEUE_BENCH = Command("service.bench_queue:run", (
 STREAM_BENCH = Command("service.bench_stream:run", (
     argument("--url", help="a running server to measure (default: one started for the run)"),
     argument("--key", help="its API key"),
-    argument("--model", dest="stream_model", choices=["atvgnet", "davs"], default="atvgnet",
-             help="the model measured (davs: without its test-time fine-tuning, the way it streams)"),
+    argument("--model", dest="stream_model",
+             help="a model that streams (default: the service's default model), with the options it streams with"),
     argument("--chunk-frames", type=int, help="frames per network call in the live sessions (default: the server's)"),
     argument("--precision", choices=["fp32", "int8", "auto"],
              help="TALKINGFACE_PRECISION of the server started (the table says what its streams ran at)"),

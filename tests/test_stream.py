@@ -487,6 +487,7 @@ def test_generate_stream_to_stdout_plays_in_ffmpeg(tmp_path, speech):
 def test_bench_stream_measures_a_running_server(server, model):
     import argparse
 
+    from models.errors import TalkingFaceError
     from service import bench_stream
 
     url, _, _ = server
@@ -501,4 +502,7 @@ def test_bench_stream_measures_a_running_server(server, model):
     live = result["live"]
     assert live["runs"][0]["frames"] == frames and 0 < live["latency_p50_s"] <= live["latency_max_s"]
     assert model in bench_stream.table(result)
+    assert result["lookahead_s"] == {"atvgnet": 0.175, "davs": 0.135}[model]     # voice a frame waits for
+    with pytest.raises(TalkingFaceError, match="does not stream; the models that do: atvgnet, davs"):
+        bench_stream.run(argparse.Namespace(**{**vars(args), "stream_model": "pg2"}))
 

@@ -38,6 +38,29 @@ def random_pipeline(weights, device, precision="fp32"):
                                          info={"weights": "random"}, precision=precision)
 
 
+def random_weights_folder(folder, arrays):
+    """A weights folder for the service: AT-net and VG-net at the published size with random
+    weights, saved as the authors' checkpoints, beside the authors' arrays (their folder ``arrays``)."""
+    import shutil
+    from pathlib import Path
+
+    import torch
+
+    from models.atvgnet.networks import ATNet, VGNet
+    from models.weights import weights_dir
+
+    folder, source = Path(folder), weights_dir(arrays)
+    found = list(source.glob("*.npy"))
+    if not any(p.name == "U_lrw1.npy" for p in found):
+        raise RuntimeError(f"--random-weights needs the authors' arrays (U_lrw1.npy, ...) in {source}; "
+                           "give their folder with --weights")
+    for array in found:
+        shutil.copy(array, folder / array.name)
+    torch.save(ATNet().state_dict(), folder / "atnet_lstm_18.pth")
+    torch.save(VGNet().state_dict(), folder / "generator_23.pth")
+    return folder
+
+
 def build_pipeline(weights, random_weights, device, precision=None):
     """The pipeline to measure (``models.common.bench.load_pipeline``)."""
     return bench.load_pipeline("atvgnet", weights, random_weights, device, random_pipeline, precision)

@@ -86,6 +86,7 @@ class ATVGnetPipeline(TalkingFacePipeline):
     can_stream = True
     fps = features.FPS
     sample_rate = features.SAMPLE_RATE
+    lookahead_seconds = features.LOOKAHEAD / features.SAMPLE_RATE    # 0.175 s: the MFCC windows
     precisions = ("fp32", "int8")           # models.common.quantize: int8 on the CPU
 
     def __init__(self, atnet, vgnet, pca_basis, pca_mean, shape_arrays, device="cpu",

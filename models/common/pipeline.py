@@ -387,6 +387,7 @@ class TalkingFacePipeline(Pipeline):
     sample_rate: int = 16000
     min_audio_seconds = 0.3
     reference_cache_size = 4
+    lookahead_seconds = 0.0           # streaming: voice past a frame's start that the frame waits for
 
     # -- the face -------------------------------------------------------------------------
     def prepare_reference(self, image, face_index=0):

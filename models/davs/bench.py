@@ -37,6 +37,19 @@ def random_pipeline(weights, device, precision="fp32"):
                                       device=device, info={"weights": "random"}, precision=precision)
 
 
+def random_weights_folder(folder, arrays=None):
+    """A weights folder for the service: DAVS's four inference networks at the published sizes
+    with random weights, as a project folder (``arrays`` unused: DAVS needs none)."""
+    import torch
+
+    from models.common.pipeline import save_project
+    from models.davs.pipeline import NETWORKS
+
+    torch.manual_seed(0)
+    networks = {name: network_class() for name, (network_class, _) in NETWORKS.items()}
+    return save_project(folder, "davs", networks, name="random (published size)")
+
+
 def build_pipeline(weights, random_weights, device, precision=None):
     """The pipeline to measure (``models.common.bench.load_pipeline``)."""
     return bench.load_pipeline("davs", weights, random_weights, device, random_pipeline, precision)

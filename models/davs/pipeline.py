@@ -141,6 +141,7 @@ class DAVSPipeline(TalkingFacePipeline):
     name = "davs"
     fps = davs_audio.FPS
     sample_rate = davs_audio.SAMPLE_RATE
+    lookahead_seconds = davs_audio.LOOKAHEAD / davs_audio.SAMPLE_RATE    # 0.135 s: the 0.2-s MFCC block
     accepts_video = True                      # lips can be read from a driving video
     can_stream = True                         # audio mode without fine-tuning: see ``streams``
     stream_options = {"finetune_steps": 0}    # without test-time fine-tuning: see ``streams``
