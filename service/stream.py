@@ -408,12 +408,7 @@ def stream_video(pipe, inputs, sink: Callable[[bytes], None], options=None, refe
         step = stream_step(pipe, stream)
         total = max(1, round(len(audio) / pipe.sample_rate * pipe.fps))     # for progress: about the count
 
-        def chunks():
-            for begin in range(0, len(audio) + step, step):
-                made = stream.push_chunks(audio[begin:begin + step]) if begin < len(audio) else stream.close_chunks()
-                yield from made
-
-        for frames in chunks():
+        for frames in stream.clip_chunks(audio, step):
             # Marked here, not a chunk ahead in a thread as ``render`` does: that would hold
             # every chunk back until the next one is made.
             mp4.write(labels.mark(np.ascontiguousarray(frames), label))

@@ -216,14 +216,10 @@ class ATVGnetPipeline(TalkingFacePipeline):
             reference = self.prepare_reference(inputs.image, inputs.face_index)
         total = features.num_frames(len(audio))
         stream = self.open_stream(reference, paste_back=paste_back)
-        step = self.chunk_frames * features.SAMPLES_PER_FRAME
-        for begin in range(0, len(audio) + step, step):
-            # The last round closes the stream: its frames read past the clip's end.
-            chunks = stream.push_chunks(audio[begin:begin + step]) if begin < len(audio) else stream.close_chunks()
-            for frames in chunks:
-                yield frames
-                if progress is not None:
-                    progress(stream.frames_out, total)
+        for frames in stream.clip_chunks(audio, self.chunk_frames * features.SAMPLES_PER_FRAME):
+            yield frames
+            if progress is not None:
+                progress(stream.frames_out, total)
 
 
 class ATVGnetStream(FeatureFrameStream):

@@ -292,6 +292,13 @@ class FrameStream:
         """``close``, its frames as an iterator of chunks (the voice ends at once)."""
         raise NotImplementedError
 
+    def clip_chunks(self, audio: np.ndarray, step: int) -> Iterator[np.ndarray]:
+        """The frames of a whole clip, chunk by chunk: ``audio`` pushed ``step`` samples at a
+        time, then the stream closed (the last frames read past the clip's end)."""
+        for begin in range(0, len(audio), step):
+            yield from self.push_chunks(audio[begin:begin + step])
+        yield from self.close_chunks()
+
     def _joined(self, chunks) -> np.ndarray:
         chunks = list(chunks)
         if not chunks:

@@ -253,24 +253,6 @@ class DAVSPipeline(TalkingFacePipeline):
         return preprocess.tensor_to_images(frames.float())
 
     # -- driving input ----------------------------------------------------------------
-    def _audio_chunks(self, audio, steps):
-        """Audio mode over a whole clip at once: a generator of scaled word features per chunk,
-        the frame count, and the MFCC blocks of the fine-tuning steps (the int8 calibration's
-        word features, ``quantize.calibration_inputs``; the frames go through ``DAVSStream``)."""
-        mfcc = davs_audio.syncnet_mfcc(audio, self.sample_rate)
-        total = davs_audio.video_frame_count(len(audio), self.sample_rate)
-
-        def chunks():
-            for start in range(0, total, self.chunk_frames):
-                stop = min(start + self.chunk_frames, total)
-                blocks = davs_audio.frame_blocks(mfcc, start, stop, pad=True)
-                yield self.audio_words(blocks) * AUDIO_WORD_SCALE
-
-        # The authors' samples start at frame 2, the first with a whole block; step i takes sample i.
-        first = davs_audio.FIRST_FRAME
-        tuning = davs_audio.frame_blocks(mfcc, first, first + max(1, min(steps, total - first)), pad=True)
-        return chunks(), total, tuning
-
     def _tuning_blocks(self, audio, steps, full_scale):
         """Audio mode: the MFCC blocks of the fine-tuning steps, those of the whole clip (scaled as
         ``full_scale`` says, ``audio.MfccBlockStream``), computed from the samples they read only.
@@ -381,14 +363,10 @@ class DAVSPipeline(TalkingFacePipeline):
         total = davs_audio.video_frame_count(len(audio), self.sample_rate)
         if progress is not None:
             progress(0, total or 1)
-        step = self.chunk_frames * davs_audio.SAMPLES_PER_FRAME
-        for begin in range(0, len(audio) + step, step):
-            # The last round closes the stream: its frames' blocks reach past the clip's end.
-            chunks = stream.push_chunks(audio[begin:begin + step]) if begin < len(audio) else stream.close_chunks()
-            for frames in chunks:
-                yield frames
-                if progress is not None:
-                    progress(stream.frames_out, max(total, stream.frames_out))
+        for frames in stream.clip_chunks(audio, self.chunk_frames * davs_audio.SAMPLES_PER_FRAME):
+            yield frames
+            if progress is not None:
+                progress(stream.frames_out, max(total, stream.frames_out))
 
     def _video_frames(self, video, reference, steps, paste_back, progress):
         """Video mode: the frame chunks of a driving video's lips."""

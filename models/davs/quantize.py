@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.common import quantize
+from models.davs import audio as davs_audio
 from models.davs.networks import Decoder, expand_identity
 
 CALIBRATION_FRAMES = 32       # frames of the example's voice the decoder is calibrated on
@@ -100,9 +101,14 @@ def calibration_inputs(pipe, photo, voice, frames=CALIBRATION_FRAMES):
     The word features are the pipeline's own (audio mode, scaled) for ``frames`` frames
     spread over the voice; each variant of A is decoded with every fourth of them.
     """
+    from models.davs.pipeline import AUDIO_WORD_SCALE
+
     image = pipe.prepare_reference(photo).image
-    chunks, total, _ = pipe._audio_chunks(pipe.prepare_audio(voice, pipe.sample_rate), 0)
-    words = torch.cat(list(chunks))
+    audio = pipe.prepare_audio(voice, pipe.sample_rate)
+    total = davs_audio.video_frame_count(len(audio), pipe.sample_rate)
+    blocks = davs_audio.frame_blocks(davs_audio.syncnet_mfcc(audio, pipe.sample_rate), 0, total, pad=True)
+    step = pipe.chunk_frames               # the encoder's batches of frame_chunks
+    words = torch.cat([pipe.audio_words(blocks[i:i + step]) * AUDIO_WORD_SCALE for i in range(0, total, step)])
     words = words[::max(1, total // frames)][:frames]
     images = identity_variants(image)
     calls = []
